@@ -1,0 +1,4 @@
+//! Shared helpers for the workspace's integration tests: golden vectors,
+//! and (in later modules) the simulator and the end-to-end harness.
+
+pub mod vectors;

@@ -1,0 +1,246 @@
+//! Unit tests against literal bytes: framing bounds, encode bounds, and the
+//! decoder's tolerance rules that the vector files do not cover.
+
+extern crate std;
+
+use std::vec;
+use std::vec::Vec;
+
+use crate::*;
+
+/// A whole frame around raw payload bytes, for hand-made payloads.
+fn frame_with_payload(t: MessageType, p: &[u8]) -> Vec<u8> {
+    let body_len = Envelope::encoded_len(t, PROTOCOL_GENERATION, p.len());
+    let mut out = vec![0u8; HEADER_SIZE + body_len];
+    frame::write_header(&mut out, 7, t.flags(), body_len);
+    let n = HEADER_SIZE + Envelope::write_head(&mut out[HEADER_SIZE..], t, PROTOCOL_GENERATION, p.len());
+    out[n..].copy_from_slice(p);
+    out
+}
+
+fn encode<P: Payload>(id: u32, payload: &P) -> Vec<u8> {
+    let mut out = vec![0u8; frame_len(payload)];
+    let n = encode_frame(id, payload, &mut out).unwrap();
+    assert_eq!(n, out.len());
+    out
+}
+
+#[test]
+fn parse_frame_reports_missing_bytes_then_completes() {
+    let buf = encode(3, &Ping);
+    let n = buf.len();
+    assert_eq!(parse_frame(&buf[..0]).unwrap(), FrameStatus::Incomplete { needed: HEADER_SIZE });
+    assert_eq!(parse_frame(&buf[..3]).unwrap(), FrameStatus::Incomplete { needed: HEADER_SIZE - 3 });
+    assert_eq!(parse_frame(&buf[..n - 1]).unwrap(), FrameStatus::Incomplete { needed: 1 });
+    let FrameStatus::Complete { frame, consumed } = parse_frame(&buf).unwrap() else { panic!("incomplete") };
+    assert_eq!((frame.id, frame.flags, consumed), (3, Flags::NONE, n));
+    assert_eq!(frame.size(), n);
+    assert_eq!(frame.len_prefix() as usize, n - LEN_PREFIX_SIZE);
+}
+
+#[test]
+fn a_bad_length_prefix_is_rejected_from_its_four_bytes() {
+    let err = parse_frame(&(MAX_FRAME + 1).to_be_bytes()).unwrap_err();
+    assert_eq!((err.layer, err.kind), (Layer::Frame, ErrorKind::FrameTooLarge { len: MAX_FRAME + 1 }));
+    let err = parse_frame(&4u32.to_be_bytes()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FrameTooShort { len: 4 });
+    assert!(check_len(MAX_FRAME).is_ok() && check_len(MIN_FRAME).is_ok());
+    let err = Frame::parse(&[0, 0, 0, 9, 0]).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Truncated { needed: 8 });
+}
+
+#[test]
+fn two_frames_in_one_buffer_parse_one_at_a_time() {
+    let both = [encode(1, &Ping), encode(2, &Pong)].concat();
+    let FrameStatus::Complete { frame, consumed } = parse_frame(&both).unwrap() else { panic!() };
+    assert_eq!(frame.id, 1);
+    let FrameStatus::Complete { frame, .. } = parse_frame(&both[consumed..]).unwrap() else { panic!() };
+    assert_eq!((frame.id, frame.flags), (2, Flags::TERMINAL));
+}
+
+#[test]
+fn encoding_checks_the_buffer_and_the_frame_limit() {
+    let request = FsRequest { op: FsOp::Stat { path: "/a" } };
+    let mut small = [0u8; 16];
+    assert_eq!(
+        encode_frame(1, &request, &mut small),
+        Err(EncodeError::BufferTooSmall { needed: frame_len(&request), available: 16 })
+    );
+    let data = vec![0u8; MAX_FRAME as usize];
+    let mut out = vec![0u8; MAX_FRAME_BYTES + 64];
+    assert!(matches!(encode_frame(1, &FsData { data: &data }, &mut out), Err(EncodeError::FrameTooLarge { .. })));
+    let mut head = [0u8; DATA_FRAME_HEAD_MAX];
+    assert!(matches!(encode_data_frame_head(1, data.len(), &mut head), Err(EncodeError::FrameTooLarge { .. })));
+}
+
+#[test]
+fn the_data_frame_head_matches_the_full_encoder() {
+    for len in [0usize, 1, 23, 24, 255, 256, 65_535, 65_536, FS_CHUNK_SIZE] {
+        let data = vec![0xab; len];
+        let full = encode(9, &FsData { data: &data });
+        let mut head = [0u8; DATA_FRAME_HEAD_MAX];
+        let n = encode_data_frame_head(9, len, &mut head).unwrap();
+        assert_eq!(n + len, full.len(), "len {len}");
+        assert_eq!(&head[..n], &full[..n], "len {len}");
+    }
+}
+
+#[test]
+fn list_responses_encode_the_same_from_a_slice_an_iterator_and_a_decoded_list() {
+    let entries = [
+        FsEntryInfo { path: "/d/a", kind: FsEntryKind::File, size: 3, mode: 0o100644, modified: Some(-1) },
+        FsEntryInfo { path: "/d/b", kind: FsEntryKind::Dir, size: 0, mode: 0o40755, modified: None },
+    ];
+    let from_slice = encode(1, &FsResponse { ok: true, error: None, data: Some(FsResponseData::List(&entries[..])) });
+    let iter = IterEntries(entries.iter().copied());
+    let from_iter = encode(1, &FsResponse { ok: true, error: None, data: Some(FsResponseData::List(iter)) });
+    assert_eq!(from_slice, from_iter);
+    let Body::FsResponse(decoded) = Message::decode_bytes(&from_slice).unwrap().body else { panic!() };
+    let Some(FsResponseData::List(list)) = decoded.data else { panic!() };
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().eq(entries.iter().copied()));
+    assert_eq!(encode(1, &FsResponse { data: Some(FsResponseData::List(list)), ..decoded }), from_slice);
+}
+
+#[test]
+fn a_struct_variant_body_may_be_an_array_as_in_the_reference() {
+    // {"op": {"Stat": ["/a"]}} and {"op": {"Write": ["/w"]}} (mode defaults).
+    let stat = [0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'S', b't', b'a', b't', 0x81, 0x62, b'/', b'a'];
+    assert_eq!(FsRequest::decode(&stat).unwrap().op, FsOp::Stat { path: "/a" });
+    let write = [0xa1, 0x62, b'o', b'p', 0xa1, 0x65, b'W', b'r', b'i', b't', b'e', 0x81, 0x62, b'/', b'w'];
+    assert_eq!(FsRequest::decode(&write).unwrap().op, FsOp::Write { path: "/w", mode: None });
+    // An empty array lacks the required path.
+    let empty = [0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'S', b't', b'a', b't', 0x80];
+    assert_eq!(FsRequest::decode(&empty).unwrap_err().kind, ErrorKind::MissingField);
+}
+
+/// `{"op": {"Stat": {"path": "/a", "x": <value>}}}` with an unknown field.
+fn stat_with_unknown(value: &[u8]) -> Vec<u8> {
+    let mut p = vec![0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'S', b't', b'a', b't', 0xa2];
+    p.extend_from_slice(&[0x64, b'p', b'a', b't', b'h', 0x62, b'/', b'a', 0x61, b'x']);
+    p.extend_from_slice(value);
+    p
+}
+
+#[test]
+fn unknown_fields_are_skipped_with_the_reference_checks() {
+    let nested_ok: Vec<u8> = [vec![0x81; MAX_NESTING - 1], vec![0x00]].concat();
+    assert!(FsRequest::decode(&stat_with_unknown(&nested_ok)).is_ok());
+    let too_deep: Vec<u8> = [vec![0x81; MAX_NESTING + 1], vec![0x00]].concat();
+    assert_eq!(FsRequest::decode(&stat_with_unknown(&too_deep)).unwrap_err().kind, ErrorKind::NestingTooDeep);
+    // Indefinite containers nested in definite ones (minicbor's own skip needs alloc for these).
+    let mixed = [0x82, 0xbf, 0x61, b'k', 0x9f, 0x01, 0xff, 0xff, 0x5f, 0x41, 0x00, 0xff];
+    assert!(FsRequest::decode(&stat_with_unknown(&mixed)).is_ok());
+    // Floats, tags and the four known simple values are fine; other simple values are not.
+    for ok in [&[0xf9, 0x3c, 0x00][..], &[0xfb, 0, 0, 0, 0, 0, 0, 0, 0], &[0xc1, 0x1a, 0, 0, 0, 1], &[0xf7]] {
+        assert!(FsRequest::decode(&stat_with_unknown(ok)).is_ok(), "{ok:x?}");
+    }
+    assert_eq!(FsRequest::decode(&stat_with_unknown(&[0xf0])).unwrap_err().kind, ErrorKind::Malformed);
+    assert_eq!(FsRequest::decode(&stat_with_unknown(&[0x62, 0xff, 0xfe])).unwrap_err().kind, ErrorKind::InvalidUtf8);
+    assert_eq!(
+        FsRequest::decode(&stat_with_unknown(&[0x7f, 0x41, 0x00, 0xff])).unwrap_err().kind,
+        ErrorKind::Malformed
+    );
+}
+
+#[test]
+fn keys_longer_than_the_reference_limit_are_rejected() {
+    let mut p = vec![0xa1, 0x79, 0x10, 0x01];
+    p.extend(std::iter::repeat_n(b'k', 4097));
+    p.push(0x00);
+    assert_eq!(Ping::decode(&p).unwrap_err().kind, ErrorKind::KeyTooLong);
+    let mut p = vec![0xa1, 0x79, 0x10, 0x00];
+    p.extend(std::iter::repeat_n(b'k', 4096));
+    p.push(0x00);
+    assert!(Ping::decode(&p).is_ok());
+}
+
+#[test]
+fn integers_follow_the_reference_ranges_including_bignums() {
+    let sync = |value: &[u8]| {
+        let mut p = vec![0xa1, 0x6f];
+        p.extend_from_slice(b"unix_time_nanos");
+        p.extend_from_slice(value);
+        ClockSync::decode(&p).map(|c| c.unix_time_nanos).map_err(|e| e.kind)
+    };
+    assert_eq!(sync(&[0xc2, 0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), Ok(u64::MAX));
+    assert_eq!(sync(&[0xc2, 0x4a, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), Ok(u64::MAX));
+    assert_eq!(sync(&[0xc2, 0x49, 1, 0, 0, 0, 0, 0, 0, 0, 0]), Err(ErrorKind::OutOfRange));
+    assert_eq!(sync(&[0xc2, 0x5f, 0x41, 0x01, 0x41, 0x00, 0xff]), Ok(256));
+    assert_eq!(sync(&[0xc3, 0x41, 0x00]), Err(ErrorKind::OutOfRange));
+    assert_eq!(sync(&[0x20]), Err(ErrorKind::OutOfRange));
+    assert_eq!(sync(&[0xfb, 0, 0, 0, 0, 0, 0, 0, 0]), Err(ErrorKind::InvalidType { expected: "integer" }));
+    assert_eq!(sync(&[0x1c]), Err(ErrorKind::Malformed));
+    assert_eq!(sync(&[0x1b, 0, 0]), Err(ErrorKind::UnexpectedEnd));
+}
+
+#[test]
+fn negative_modification_times_round_trip_through_the_bignum_forms() {
+    // FsEntryInfo.modified = tag 3 (negative bignum) h'00' = -1.
+    let entry = |modified: &[u8]| {
+        let mut p = vec![0xa5];
+        for (k, v) in
+            [(&b"path"[..], &[0x61, b'/'][..]), (b"kind", &[0x63, b'd', b'i', b'r']), (b"size", &[0]), (b"mode", &[0])]
+        {
+            p.push(0x60 + k.len() as u8);
+            p.extend_from_slice(k);
+            p.extend_from_slice(v);
+        }
+        p.extend_from_slice(&[0x68, b'm', b'o', b'd', b'i', b'f', b'i', b'e', b'd']);
+        p.extend_from_slice(modified);
+        let mut response =
+            vec![0xa2, 0x62, b'o', b'k', 0xf5, 0x64, b'd', b'a', b't', b'a', 0xa1, 0x64, b'S', b't', b'a', b't'];
+        response.extend_from_slice(&p);
+        let frame = frame_with_payload(MessageType::FsResponse, &response);
+        let Body::FsResponse(r) = Message::decode_bytes(&frame).map_err(|e| e.kind)?.body else { panic!() };
+        let Some(FsResponseData::Stat(info)) = r.data else { panic!() };
+        Ok::<_, ErrorKind>(info.modified)
+    };
+    assert_eq!(entry(&[0xc3, 0x41, 0x00]), Ok(Some(-1)));
+    assert_eq!(entry(&[0x3b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), Ok(Some(i64::MIN)));
+    assert_eq!(entry(&[0xf6]), Ok(None));
+    // A tagged null is not `None` in the reference: the tag makes it `Some`.
+    assert_eq!(entry(&[0xc1, 0xf6]), Err(ErrorKind::InvalidType { expected: "integer" }));
+}
+
+#[test]
+fn hints_recover_type_and_generation_from_a_bad_envelope() {
+    // {"v": 5, "t": "core.bogus", "p": h'a0'}
+    let mut body = vec![0xa3, 0x61, b'v', 0x05, 0x61, b't', 0x6a];
+    body.extend_from_slice(b"core.bogus");
+    body.extend_from_slice(&[0x61, b'p', 0x41, 0xa0]);
+    assert_eq!(Envelope::decode(&body).unwrap_err().kind, ErrorKind::UnknownMessageType);
+    assert_eq!(hints(&body), Hints { v: Some(5), t: Some("core.bogus") });
+    assert_eq!(hints(&[0xff, 0x00]), Hints::default());
+    // A chunked `t` is matched without copying.
+    let mut chunked = vec![0xa3, 0x61, b'v', 0x05, 0x61, b't', 0x7f, 0x64];
+    chunked.extend_from_slice(b"core");
+    chunked.push(0x65);
+    chunked.extend_from_slice(b".ping");
+    chunked.extend_from_slice(&[0xff, 0x61, b'p', 0x41, 0xa0]);
+    assert_eq!(Envelope::decode(&chunked).unwrap().t, MessageType::Ping);
+}
+
+#[test]
+fn every_type_has_its_flags_and_generation() {
+    for t in MessageType::ALL {
+        assert_eq!(MessageType::from_wire(t.as_str().as_bytes()), Some(t));
+        assert!(t.as_str().len() <= MessageType::MAX_NAME_LEN);
+    }
+    assert_eq!(MessageType::FsRequest.flags(), Flags::SESSION_START);
+    assert_eq!(MessageType::Shutdown.flags(), Flags::SHUTDOWN);
+    assert_eq!(MessageType::Pong.flags(), Flags::TERMINAL);
+    assert_eq!((MessageType::Error.generation(), MessageType::Ping.generation()), (5, 6));
+    assert_eq!(MessageType::from_wire(b"core.Ping"), None);
+    for k in CoreErrorKind::ALL {
+        assert_eq!(CoreErrorKind::from_wire(k.as_str().as_bytes()), Some(k));
+    }
+}
+
+#[test]
+fn errors_name_layer_field_and_cause() {
+    let err = FsRequest::decode(&[0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'S', b't', b'a', b't', 0xa0]).unwrap_err();
+    assert_eq!((err.layer, err.kind, err.field), (Layer::Payload, ErrorKind::MissingField, "path"));
+    let text = std::format!("{err}");
+    assert!(text.contains("payload") && text.contains("path") && text.contains("missing"), "{text}");
+}

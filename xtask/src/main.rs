@@ -1,0 +1,143 @@
+//! Project automation, in Rust: `cargo xtask <command>`.
+//!
+//! Every command prints what it runs, and stops at the first failure with
+//! a non-zero exit status.
+
+mod fuzz;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const HELP: &str = "\
+cargo xtask <command> [options]
+
+Commands:
+  test                   formatting, clippy, every test, no_std build checks (what CI runs)
+  bench [wire]           benchmarks; `wire` runs only the codec benchmark
+  fuzz wire [--seconds N] [--target decode|roundtrip]
+                         fuzz the codec with libFuzzer (default 60 s per target),
+                         seeded from the golden vectors
+  help                   this text
+";
+
+/// A failed step: what was run and why it failed.
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["test", rest @ ..] => test(rest),
+        ["bench"] => bench_wire(),
+        ["bench", "wire"] => bench_wire(),
+        ["fuzz", "wire", rest @ ..] => fuzz::command(rest),
+        [] | ["help" | "--help" | "-h", ..] => {
+            print!("{HELP}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command: {}\n\n{HELP}", args.join(" "))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+}
+
+/// A `cargo` command run from the workspace root.
+pub fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).current_dir(root());
+    cmd
+}
+
+/// Runs a command, echoing it; fails on a non-zero status.
+pub fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> Result {
+    let cmd = cmd.borrow_mut();
+    let shown = format!(
+        "{} {}",
+        cmd.get_program().to_string_lossy(),
+        cmd.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    );
+    eprintln!("\n$ {shown}");
+    let status = cmd.status().map_err(|e| format!("{shown}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{shown}: {status}")) }
+}
+
+/// The `no_std` crates: they must build for a bare-metal target and must
+/// not use `alloc`.
+const NO_STD_CRATES: &[&str] = &["wire"];
+
+/// The bare-metal target the `no_std` crates and the guest build for.
+pub const GUEST_TARGET: &str = "x86_64-unknown-none";
+
+/// Makes sure the bare-metal target is installed (rustup, when present).
+pub fn ensure_guest_target() -> Result {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == GUEST_TARGET))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))
+}
+
+fn test(args: &[&str]) -> Result {
+    if let Some(arg) = args.first() {
+        return Err(format!("`test` takes no arguments, got {arg}"));
+    }
+    run(cargo(&["fmt", "--all", "--", "--check"]))?;
+    run(cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo(&["test", "--workspace"]))?;
+    no_std_checks()
+}
+
+/// Builds each `no_std` crate for the bare-metal target and checks its
+/// sources never reach for `alloc` (which that target would provide).
+fn no_std_checks() -> Result {
+    ensure_guest_target()?;
+    for krate in NO_STD_CRATES {
+        run(cargo(&["build", "-p", krate, "--target", GUEST_TARGET]))?;
+        run(cargo(&["clippy", "-p", krate, "--target", GUEST_TARGET, "--", "-D", "warnings"]))?;
+        check_no_alloc(&root().join(krate).join("src"))?;
+    }
+    eprintln!("no_std checks passed: {}", NO_STD_CRATES.join(", "));
+    Ok(())
+}
+
+/// Fails if any source file under `dir` declares or uses the `alloc` crate.
+fn check_no_alloc(dir: &Path) -> Result {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_dir() {
+            check_no_alloc(&path)?;
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.starts_with("extern crate alloc") || line.starts_with("use alloc::") {
+                return Err(format!("{}:{}: uses alloc", path.display(), n + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bench_wire() -> Result {
+    let out = root().join("target/bench");
+    run(cargo(&["bench", "-p", "wire", "--bench", "codec"]).env("BENCH_OUT_DIR", &out))
+}
