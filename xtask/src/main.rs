@@ -73,7 +73,7 @@ pub fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> Result {
 
 /// The `no_std` crates: they must build for a bare-metal target and must
 /// not use `alloc`.
-const NO_STD_CRATES: &[&str] = &["wire"];
+const NO_STD_CRATES: &[&str] = &["wire", "agent-core"];
 
 /// The bare-metal target the `no_std` crates and the guest build for.
 pub const GUEST_TARGET: &str = "x86_64-unknown-none";

@@ -1,0 +1,3 @@
+//! `host-sync`: boot, drive and share a picosandbox guest from blocking Rust.
+
+pub mod qemu;

@@ -1,0 +1,476 @@
+//! Every agent operation and error path, through real frames.
+
+use agent_core::driver::PowerOff;
+use agent_core::{Config, Event, State};
+use tests::harness::{Host, TEST_ARENA};
+use wire::{
+    Body, CoreError, CoreErrorKind, Flags, FsData, FsOp, FsRequest, FsResponse, InitAck, MessageType, Ping,
+    RelayClientDisconnected, Shutdown, encode_frame_as,
+};
+
+const S: u32 = 0o100_000;
+const D: u32 = 0o040_000;
+
+fn core_error(frames: &[tests::harness::Sent]) -> (CoreErrorKind, String, Option<String>) {
+    let f = frames.iter().find(|f| f.message_type() == MessageType::Error).expect("a core.error");
+    assert!(f.is_terminal());
+    match f.message().body {
+        Body::Error(CoreError { kind, message, offending_type }) => {
+            (kind, message.to_string(), offending_type.map(str::to_string))
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn handshake_reports_user_version_and_real_times() {
+    let config =
+        Config { default_user: wire::ResolvedUser { uid: 1000, gid: 100 }, boot_time_ns: 7_000, ..Config::default() };
+    let mut host = Host::new(TEST_ARENA, config);
+    host.now = 9_000;
+    host.agent.start(host.now);
+    let init = host.take();
+    match init[0].message().body {
+        Body::InitResolved(i) => assert_eq!((i.default_user.uid, i.default_user.gid), (1000, 100)),
+        other => panic!("{other:?}"),
+    }
+    host.now = 50_000;
+    host.send(0, &InitAck);
+    let ready = host.take();
+    match ready[0].message().body {
+        Body::Ready(r) => {
+            assert_eq!((r.boot_time_ns, r.init_time_ns, r.ready_time_ns), (7_000, 2_000, 50_000));
+            assert_eq!(r.agent_version, agent_core::VERSION);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(host.agent.state(), State::Ready);
+    // A second ack changes nothing.
+    host.send(0, &InitAck);
+    assert!(host.take().is_empty());
+}
+
+#[test]
+fn an_unanswered_handshake_is_retried_then_powers_off() {
+    let mut host = Host::new(TEST_ARENA, Config::default());
+    host.agent.start(0);
+    assert_eq!(host.take().len(), 1);
+    for attempt in 2..=5u64 {
+        let deadline = host.agent.poll_timeout().unwrap();
+        assert_eq!(deadline, (attempt - 1) * 1_000_000_000);
+        host.agent.handle_timeout(deadline - 1);
+        assert!(host.take().is_empty(), "nothing before the deadline");
+        host.agent.handle_timeout(deadline);
+        let again = host.take();
+        assert_eq!(again[0].message_type(), MessageType::InitResolved, "attempt {attempt}");
+    }
+    host.agent.handle_timeout(host.agent.poll_timeout().unwrap());
+    host.take();
+    assert_eq!(host.events, vec![Event::PowerOff(PowerOff::HandshakeTimeout)]);
+    assert_eq!(host.agent.state(), State::Off);
+}
+
+#[test]
+fn clock_sync_sets_the_wall_clock_and_file_times() {
+    let mut host = Host::new(TEST_ARENA, Config::default());
+    host.handshake();
+    assert_eq!(host.events, vec![Event::SetWallClock(1_700_000_000_000_000_000)]);
+    host.now += 5_000_000_000;
+    host.ok(1, FsOp::Mkdir { path: "/d" });
+    let (_, _, _, _, modified) = host.stat(2, "/d").unwrap();
+    assert_eq!(modified, Some(1_700_000_005));
+}
+
+#[test]
+fn file_times_are_none_before_the_first_sync_and_real_after() {
+    let mut host = Host::new(TEST_ARENA, Config::default());
+    host.agent.start(0);
+    host.take();
+    host.send(0, &InitAck);
+    host.take();
+    host.now = 3_000_000_000;
+    host.ok(1, FsOp::Mkdir { path: "/early" });
+    assert_eq!(host.stat(2, "/early").unwrap().4, None);
+    host.now = 10_000_000_000;
+    host.send(0, &wire::ClockSync { unix_time_nanos: 2_000_000_000_000_000_000 });
+    // Made 7 s before the sync: its time is known now.
+    assert_eq!(host.stat(3, "/early").unwrap().4, Some(1_999_999_993));
+}
+
+#[test]
+fn mkdir_makes_parents_and_is_idempotent() {
+    let mut host = Host::ready();
+    host.ok(1, FsOp::Mkdir { path: "/a/b/c" });
+    host.ok(2, FsOp::Mkdir { path: "/a/b/c" });
+    host.ok(3, FsOp::Mkdir { path: "/" });
+    let (path, kind, _, mode, _) = host.stat(4, "/a/b").unwrap();
+    assert_eq!((path.as_str(), kind.as_str(), mode), ("/a/b", "dir", D | 0o755));
+    host.write(5, "/a/f", None, b"x", 1);
+    assert_eq!(host.fails(6, FsOp::Mkdir { path: "/a/f" }), "mkdir: already exists");
+    assert_eq!(host.fails(7, FsOp::Mkdir { path: "/a/f/g" }), "mkdir: not a directory");
+}
+
+#[test]
+fn write_then_read_round_trips_with_modes() {
+    let mut host = Host::ready();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    let r = host.write(1, "/dir/sub/file", None, &data, 999);
+    assert!(matches!(r.message().body, Body::FsResponse(FsResponse { ok: true, .. })), "{r:?}");
+    let (got, end) = host.read(2, "/dir/sub/file");
+    assert_eq!(got, data);
+    assert!(matches!(end.message().body, Body::FsResponse(FsResponse { ok: true, error: None, data: None })));
+    assert_eq!(host.stat(3, "/dir/sub/file").unwrap().3, S | 0o644);
+    // Replacing keeps the mode unless one is given; type bits in `mode` are ignored.
+    host.write(4, "/dir/sub/file", Some(0o100_755), b"new", 2);
+    assert_eq!(host.stat(5, "/dir/sub/file").unwrap().3, S | 0o755);
+    host.write(6, "/dir/sub/file", None, b"newer", 5);
+    let (_, kind, size, mode, _) = host.stat(7, "/dir/sub/file").unwrap();
+    assert_eq!((kind.as_str(), size, mode), ("file", 5, S | 0o755));
+    assert_eq!(host.read(8, "/dir/sub/file").0, b"newer");
+}
+
+#[test]
+fn an_empty_file_reads_as_no_chunk_then_ok() {
+    let mut host = Host::ready();
+    host.write(1, "/empty", Some(0o600), &[], 1);
+    let frames = host.request(2, FsOp::Read { path: "/empty" });
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(matches!(frames[0].message().body, Body::FsResponse(FsResponse { ok: true, .. })));
+    assert_eq!(host.stat(3, "/empty").unwrap().2, 0);
+}
+
+#[test]
+fn reads_stream_in_chunks_of_the_configured_size() {
+    let mut host = Host::new(TEST_ARENA, Config { read_chunk_size: 3 << 20, ..Config::default() });
+    host.handshake();
+    let data: Vec<u8> = (0..(7usize << 20)).map(|i| (i % 253) as u8).collect();
+    host.write(1, "/big", None, &data, wire::FS_CHUNK_SIZE);
+    let frames = host.request(2, FsOp::Read { path: "/big" });
+    let sizes: Vec<usize> = frames
+        .iter()
+        .filter_map(|f| match f.message().body {
+            Body::FsData(d) => Some(d.data.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![3 << 20, 3 << 20, 1 << 20]);
+    assert!(frames.iter().all(|f| f.bytes.len() <= wire::MAX_FRAME_BYTES));
+    assert_eq!(host.read(3, "/big").0, data);
+}
+
+#[test]
+fn write_errors_are_reported_early() {
+    let mut host = Host::ready();
+    host.ok(1, FsOp::Mkdir { path: "/d" });
+    host.write(2, "/f", None, b"x", 1);
+    for (id, path, want) in
+        [(3, "/d", "write: is a directory"), (4, "/f/x", "write: not a directory"), (5, "/", "write: is a directory")]
+    {
+        host.send(id, &FsRequest { op: FsOp::Write { path, mode: None } });
+        let frames = host.until_terminal(id);
+        match frames.last().unwrap().message().body {
+            Body::FsResponse(FsResponse { ok: false, error: Some(e), .. }) => assert_eq!(e, want),
+            other => panic!("{other:?}"),
+        }
+        // Later chunks on that id belong to no session.
+        host.send(id, &FsData { data: b"late" });
+        let late = host.until_terminal(id);
+        assert!(matches!(
+            late.last().unwrap().message().body,
+            Body::FsResponse(FsResponse { ok: false, error: Some("write: unknown write session"), .. })
+        ));
+    }
+}
+
+#[test]
+fn list_gives_direct_children_with_full_paths() {
+    let mut host = Host::ready();
+    host.ok(1, FsOp::Mkdir { path: "/d/sub/deeper" });
+    host.write(2, "/d/f1", None, b"abc", 3);
+    host.write(3, "/d/f2", None, b"", 1);
+    assert_eq!(
+        host.list(4, "/d/").unwrap(),
+        vec![
+            ("/d/f1".into(), "file".into(), 3),
+            ("/d/f2".into(), "file".into(), 0),
+            ("/d/sub".into(), "dir".into(), 0)
+        ]
+    );
+    assert_eq!(host.list(5, "/").unwrap(), vec![("/d".into(), "dir".into(), 0)]);
+    assert_eq!(host.list(6, "/d/f1"), Err("list: not a directory".into()));
+    assert_eq!(host.list(7, "/nope"), Err("list: not found".into()));
+    assert_eq!(host.list(8, "/d/sub/deeper").unwrap(), vec![]);
+}
+
+#[test]
+fn stat_errors() {
+    let mut host = Host::ready();
+    host.write(1, "/f", None, b"x", 1);
+    assert_eq!(host.stat(2, "/missing"), Err("stat: not found".into()));
+    assert_eq!(host.stat(3, "/f/x"), Err("stat: not a directory".into()));
+    assert_eq!(host.stat(4, ""), Err("stat: not found".into()));
+    let long = format!("/{}", "n".repeat(256));
+    assert_eq!(host.stat(5, &long), Err("stat: file name too long".into()));
+    let (path, kind, _, mode, _) = host.stat(6, "/").unwrap();
+    assert_eq!((path.as_str(), kind.as_str(), mode), ("/", "dir", D | 0o755));
+}
+
+#[test]
+fn paths_are_normalized() {
+    let mut host = Host::ready();
+    host.write(1, "//a/./b/../c/", None, b"1", 1);
+    assert_eq!(host.stat(2, "/a/c").unwrap().0, "/a/c");
+    assert_eq!(host.stat(3, "a/c").unwrap().0, "/a/c");
+    assert_eq!(host.stat(4, "/../../a/c").unwrap().0, "/a/c");
+    assert_eq!(host.list(5, "/a/./").unwrap(), vec![("/a/c".into(), "file".into(), 1)]);
+}
+
+#[test]
+fn remove_and_remove_dir() {
+    let mut host = Host::ready();
+    host.write(1, "/t/a/f", None, b"x", 1);
+    host.write(2, "/t/b", None, b"y", 1);
+    assert_eq!(host.fails(3, FsOp::Remove { path: "/t" }), "remove: is a directory");
+    assert_eq!(host.fails(4, FsOp::Remove { path: "/none" }), "remove: not found");
+    host.ok(5, FsOp::Remove { path: "/t/b" });
+    assert_eq!(host.fails(6, FsOp::RemoveDir { path: "/t/a/f" }), "remove_dir: not a directory");
+    assert_eq!(host.fails(7, FsOp::RemoveDir { path: "/" }), "remove_dir: resource busy");
+    assert_eq!(host.fails(8, FsOp::RemoveDir { path: "/none" }), "remove_dir: not found");
+    host.ok(9, FsOp::RemoveDir { path: "/t" });
+    assert_eq!(host.list(10, "/").unwrap(), vec![]);
+    assert_eq!(host.agent.fs().usage().entries_used, 1);
+    assert_eq!(host.agent.fs().usage().blocks_used, 0);
+}
+
+#[test]
+fn copy_makes_parents_and_copies_content_and_mode() {
+    let mut host = Host::ready();
+    host.write(1, "/src", Some(0o640), b"payload", 3);
+    host.ok(2, FsOp::Copy { src: "/src", dst: "/x/y/dst" });
+    assert_eq!(host.read(3, "/x/y/dst").0, b"payload");
+    assert_eq!(host.stat(4, "/x/y/dst").unwrap().3, S | 0o640);
+    // The copy is independent of its source.
+    host.write(5, "/src", None, b"changed", 7);
+    assert_eq!(host.read(6, "/x/y/dst").0, b"payload");
+    assert_eq!(host.fails(7, FsOp::Copy { src: "/x", dst: "/z" }), "copy: is a directory");
+    assert_eq!(host.fails(8, FsOp::Copy { src: "/src", dst: "/x" }), "copy: is a directory");
+    assert_eq!(host.fails(9, FsOp::Copy { src: "/none", dst: "/z" }), "copy: not found");
+}
+
+#[test]
+fn rename_makes_parents_and_follows_posix_rules() {
+    let mut host = Host::ready();
+    host.write(1, "/a/f", None, b"one", 3);
+    host.ok(2, FsOp::Rename { src: "/a/f", dst: "/b/c/g" });
+    assert_eq!(host.stat(3, "/a/f"), Err("stat: not found".into()));
+    assert_eq!(host.read(4, "/b/c/g").0, b"one");
+    host.write(5, "/a/h", None, b"two", 3);
+    host.ok(6, FsOp::Rename { src: "/a/h", dst: "/b/c/g" });
+    assert_eq!(host.read(7, "/b/c/g").0, b"two");
+    assert_eq!(host.fails(8, FsOp::Rename { src: "/b", dst: "/b/c/inside" }), "rename: invalid argument");
+    host.ok(9, FsOp::Mkdir { path: "/e" });
+    host.ok(10, FsOp::Rename { src: "/e", dst: "/a" });
+    assert_eq!(host.fails(11, FsOp::Rename { src: "/a", dst: "/b" }), "rename: directory not empty");
+    assert_eq!(host.fails(12, FsOp::Rename { src: "/b/c/g", dst: "/a" }), "rename: is a directory");
+    assert_eq!(host.fails(13, FsOp::Rename { src: "/a", dst: "/b/c/g" }), "rename: not a directory");
+    assert_eq!(host.fails(14, FsOp::Rename { src: "/", dst: "/q" }), "rename: resource busy");
+    host.ok(15, FsOp::Rename { src: "/b", dst: "/moved" });
+    assert_eq!(host.read(16, "/moved/c/g").0, b"two");
+}
+
+#[test]
+fn ping_answers_pong_on_the_same_id() {
+    let mut host = Host::ready();
+    host.send(77, &Ping);
+    let frames = host.take();
+    assert_eq!(frames.len(), 1);
+    assert_eq!((frames[0].id(), frames[0].message_type(), frames[0].is_terminal()), (77, MessageType::Pong, true));
+}
+
+#[test]
+fn protocol_errors_get_core_error_and_the_agent_goes_on() {
+    let mut host = Host::ready();
+    // Flags that do not match the type.
+    let mut frame = vec![0u8; 64];
+    let n = encode_frame_as(5, Flags::NONE, 5, &FsRequest { op: FsOp::Stat { path: "/" } }, &mut frame).unwrap();
+    host.deliver(&frame[..n]);
+    let (kind, message, offending) = core_error(&host.take());
+    assert_eq!(kind, CoreErrorKind::InvalidFlags);
+    assert_eq!(message, "invalid flags for core.fs.request: got 0, expected 2");
+    assert_eq!(offending.as_deref(), Some("core.fs.request"));
+    // A session id already in use.
+    host.send(6, &FsRequest { op: FsOp::Write { path: "/w", mode: None } });
+    host.send(6, &FsRequest { op: FsOp::Stat { path: "/" } });
+    let (kind, _, _) = core_error(&host.take());
+    assert_eq!(kind, CoreErrorKind::InvalidSession);
+    // Data for a read session.
+    host.write(7, "/r", None, &[1; 100], 100);
+    host.send(8, &FsRequest { op: FsOp::Read { path: "/r" } });
+    host.send(8, &FsData { data: b"x" });
+    let (kind, _, _) = core_error(&host.take());
+    assert_eq!(kind, CoreErrorKind::InvalidSession);
+    // A guest-to-host type sent to the guest.
+    host.send(9, &wire::Pong);
+    let (kind, _, offending) = core_error(&host.take());
+    assert_eq!((kind, offending.as_deref()), (CoreErrorKind::UnsupportedMessageType, Some("core.pong")));
+    // A core.error from the host is never answered.
+    host.send(10, &CoreError { kind: CoreErrorKind::InvalidPayload, message: "x", offending_type: None });
+    assert!(host.take().is_empty());
+    // Still serving, and the write on 6 still completes.
+    host.send(6, &FsData { data: b"ok" });
+    host.send(6, &FsData { data: &[] });
+    host.until_terminal(6);
+    assert_eq!(host.read(11, "/w").0, b"ok");
+}
+
+#[test]
+fn a_peer_below_generation_5_is_never_sent_core_error() {
+    let mut host = Host::new(TEST_ARENA, Config::default());
+    host.agent.start(0);
+    host.take();
+    let mut frame = vec![0u8; 64];
+    let n = encode_frame_as(0, Flags::NONE, 4, &InitAck, &mut frame).unwrap();
+    host.deliver(&frame[..n]);
+    host.take();
+    // Garbage envelope (v unknown: falls back to the handshake's 4) and bad flags (v = 4).
+    host.deliver(&[0, 0, 0, 6, 0, 0, 0, 3, 0, 0xff]);
+    let n = encode_frame_as(4, Flags::NONE, 4, &FsRequest { op: FsOp::Stat { path: "/" } }, &mut frame).unwrap();
+    host.deliver(&frame[..n]);
+    assert!(host.take().is_empty());
+    assert_eq!(host.agent.stats().core_errors_suppressed, 2);
+    // The same frame from a generation-5 sender is answered.
+    let n = encode_frame_as(4, Flags::NONE, 5, &FsRequest { op: FsOp::Stat { path: "/" } }, &mut frame).unwrap();
+    host.deliver(&frame[..n]);
+    assert_eq!(core_error(&host.take()).0, CoreErrorKind::InvalidFlags);
+}
+
+#[test]
+fn frame_level_corruption_ends_the_stream_until_reset() {
+    let mut host = Host::ready();
+    host.send(1, &FsRequest { op: FsOp::Write { path: "/w", mode: None } });
+    host.deliver(&0xffff_ffffu32.to_be_bytes());
+    assert_eq!(host.agent.state(), State::AwaitingStream);
+    assert_eq!(host.agent.sessions(), 0);
+    host.send(2, &Ping);
+    assert!(host.take().is_empty(), "input is ignored until a fresh stream");
+    host.agent.reset_stream(host.now);
+    let init = host.take();
+    assert_eq!(init[0].message_type(), MessageType::InitResolved);
+    host.send(0, &InitAck);
+    host.take();
+    host.send(3, &Ping);
+    assert_eq!(host.take()[0].message_type(), MessageType::Pong);
+    assert_eq!(host.stat(4, "/w"), Err("stat: not found".into()), "the aborted write left nothing");
+}
+
+#[test]
+fn too_many_sessions_is_answered_and_nothing_is_lost() {
+    let mut host = Host::ready();
+    for id in 1..=agent_core::MAX_SESSIONS as u32 {
+        host.send(id, &FsRequest { op: FsOp::Write { path: &format!("/s/{id}"), mode: None } });
+    }
+    assert!(host.take().is_empty());
+    let over = agent_core::MAX_SESSIONS as u32 + 1;
+    let msg = host.fails(over, FsOp::Write { path: "/over", mode: None });
+    assert_eq!(msg, format!("write: too many sessions in flight (max {})", agent_core::MAX_SESSIONS));
+    host.write(over + 1, "/dummy", None, b"", 1);
+    host.send(1, &FsData { data: b"first" });
+    host.send(1, &FsData { data: &[] });
+    host.until_terminal(1);
+    assert_eq!(host.read(over + 2, "/s/1").0, b"first");
+    assert_eq!(host.agent.stats().sessions_peak, agent_core::MAX_SESSIONS);
+}
+
+#[test]
+fn no_space_fails_the_write_and_keeps_everything_stored() {
+    let mut host = Host::new(1 << 20, Config::default());
+    host.handshake();
+    let capacity = host.agent.fs().capacity_bytes() as usize;
+    let baseline = host.agent.fs().usage();
+    let keep: Vec<u8> = (0..capacity / 4).map(|i| i as u8).collect();
+    host.write(1, "/keep", None, &keep, 64 * 1024);
+    let r = host.write(2, "/keep", None, &vec![9u8; capacity], 64 * 1024);
+    match r.message().body {
+        Body::FsResponse(FsResponse { ok: false, error: Some(e), .. }) => {
+            assert_eq!(e, "write: no space left on device")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(host.read(3, "/keep").0, keep, "the old content survives");
+    host.ok(4, FsOp::Remove { path: "/keep" });
+    assert_eq!(host.agent.fs().usage(), baseline, "accounting returns to its baseline");
+}
+
+#[test]
+fn a_filled_then_fragmented_filesystem_stores_the_same_data_again() {
+    let mut host = Host::new(1 << 20, Config::default());
+    host.handshake();
+    let baseline = host.agent.fs().usage();
+    let free_blocks = baseline.blocks_total;
+    // Fill with single-block files, free every other one.
+    let mut id = 1;
+    let mut files = Vec::new();
+    loop {
+        let path = format!("/f{id}");
+        let r = host.write(id, &path, None, &[id as u8; 4096], 4096);
+        id += 1;
+        if !matches!(r.message().body, Body::FsResponse(FsResponse { ok: true, .. })) {
+            break;
+        }
+        files.push(path);
+        if files.len() + 2 >= free_blocks || files.len() + 2 >= baseline.entries_total {
+            break;
+        }
+    }
+    let removed: Vec<_> = files.iter().step_by(2).cloned().collect();
+    for path in &removed {
+        host.ok(id, FsOp::Remove { path });
+        id += 1;
+    }
+    // One file as large as all the holes together (minus the block for the staged path).
+    let big: Vec<u8> = (0..(removed.len() - 1) * 4096).map(|i| (i / 7) as u8).collect();
+    let r = host.write(id, "/big", None, &big, 50_000);
+    assert!(matches!(r.message().body, Body::FsResponse(FsResponse { ok: true, .. })), "{r:?}");
+    assert_eq!(host.read(id + 1, "/big").0, big);
+}
+
+#[test]
+fn a_disconnected_write_leaves_the_old_content() {
+    let mut host = Host::ready();
+    host.write(1, "/f", None, b"old", 3);
+    host.send(40, &FsRequest { op: FsOp::Write { path: "/f", mode: None } });
+    host.send(40, &FsData { data: b"partial new content" });
+    host.send(0, &RelayClientDisconnected { id_start: 33, id_end_exclusive: 66 });
+    assert!(host.take().is_empty(), "a dropped session gets no response");
+    assert_eq!(host.agent.sessions(), 0);
+    assert_eq!(host.read(2, "/f").0, b"old");
+    host.send(40, &FsData { data: &[] });
+    assert!(matches!(
+        host.until_terminal(40).last().unwrap().message().body,
+        Body::FsResponse(FsResponse { ok: false, .. })
+    ));
+}
+
+#[test]
+fn shutdown_aborts_sessions_then_powers_off() {
+    let mut host = Host::ready();
+    host.write(1, "/big", None, &vec![3u8; 5 << 20], 1 << 20);
+    host.write(2, "/kept", None, b"old", 3);
+    host.send(3, &FsRequest { op: FsOp::Read { path: "/big" } });
+    host.send(4, &FsRequest { op: FsOp::Write { path: "/kept", mode: None } });
+    host.send(4, &FsData { data: b"never visible" });
+    host.send(0, &Shutdown);
+    let frames = host.take();
+    let ends: Vec<_> = frames
+        .iter()
+        .filter_map(|f| match f.message().body {
+            Body::FsResponse(FsResponse { ok: false, error: Some(e), .. }) => Some((f.id(), e.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert!(ends.contains(&(3, "shutdown: session aborted".into())), "{frames:?}");
+    assert!(ends.contains(&(4, "shutdown: session aborted".into())));
+    assert_eq!(host.events.last(), Some(&Event::PowerOff(PowerOff::Shutdown)));
+    assert_eq!(host.agent.state(), State::Off);
+    assert_eq!(host.agent.fs().usage().contents_used, 2, "the staged write was dropped");
+}
