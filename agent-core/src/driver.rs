@@ -50,6 +50,10 @@ pub const RESYNC_QUIET_NS: u64 = 100_000_000;
 /// Bytes discarded per read while waiting for a fresh stream.
 const DISCARD_CHUNK: usize = 512;
 
+/// Bytes sent per pass before the driver looks at its input again, so a
+/// long read cannot keep a request (or a disconnect) waiting behind it.
+pub const TX_BURST_BYTES: usize = 256 * 1024;
+
 /// Why [`run`] returned.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit<E> {
@@ -119,13 +123,16 @@ where
     L: Read + Write + ReadReady + WriteReady,
 {
     let mut progress = false;
-    while link.write_ready()? {
+    let mut sent = 0;
+    while sent < TX_BURST_BYTES && link.write_ready()? {
         let Some(bytes) = agent.poll_transmit() else { break };
+        let bytes = &bytes[..bytes.len().min(TX_BURST_BYTES - sent)];
         let n = link.write(bytes)?;
         if n == 0 {
             break;
         }
         agent.transmitted(n, now);
+        sent += n;
         progress = true;
     }
     if agent.state() == State::AwaitingStream {

@@ -93,7 +93,10 @@ impl QemuConfig {
         cmd.arg("-kernel").arg(&self.guest);
         cmd.arg("-append").arg(&self.cmdline);
         cmd.arg("-chardev").arg(chardev_socket("agent", &self.agent_socket));
-        cmd.args(["-device", "virtio-serial-device", "-device", "virtconsole,chardev=agent,name=agent"]);
+        // A serial port, not `virtconsole`: QEMU drops console output the
+        // socket cannot take at once, while a serial port throttles. `nr=1`
+        // is the port the guest drives.
+        cmd.args(["-device", "virtio-serial-device", "-device", "virtserialport,chardev=agent,name=agent,nr=1"]);
         match &self.log {
             LogSink::Socket(path) => {
                 cmd.arg("-chardev").arg(chardev_socket("log", path));

@@ -1,0 +1,136 @@
+//! A broken or malicious guest gets typed errors and bounded memory from
+//! the client, never a panic or a hang. The guest here is scripted: it
+//! completes the handshake, then does what each test wants.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use host_sync::proto::{ReadyInfo, frame};
+use host_sync::{Client, ClientOptions, Error};
+use wire::{CoreError, CoreErrorKind, Flags, FsData, FsEntryInfo, FsResponse, InitResolved, Pong, Ready};
+
+fn read_frame(s: &mut UnixStream) -> Vec<u8> {
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).unwrap();
+    let mut rest = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    s.read_exact(&mut rest).unwrap();
+    [&prefix[..], &rest].concat()
+}
+
+fn id_of(frame: &[u8]) -> u32 {
+    u32::from_be_bytes(frame[4..8].try_into().unwrap())
+}
+
+/// A scripted guest with generation `v`; returns the host's client and the guest's stream.
+fn scripted(v: u8, timeout: Duration) -> (Client, UnixStream) {
+    let (mut host, mut guest) = UnixStream::pair().unwrap();
+    let g = std::thread::spawn(move || {
+        guest.write_all(&frame(0, &InitResolved::default())).unwrap();
+        let _ack = read_frame(&mut guest);
+        let ready = Ready { boot_time_ns: 1, init_time_ns: 1, ready_time_ns: 1, agent_version: "scripted" };
+        let mut out = vec![0u8; wire::frame_len(&ready)];
+        wire::encode_frame_as(0, Flags::NONE, v, &ready, &mut out).unwrap();
+        guest.write_all(&out).unwrap();
+        let _clock = read_frame(&mut guest);
+        guest
+    });
+    let ready: ReadyInfo = host_sync::sandbox::handshake(&mut host, Instant::now() + Duration::from_secs(5)).unwrap();
+    let options = ClientOptions { call_timeout: timeout, ..ClientOptions::default() };
+    (Client::over_guest(host, ready, options).unwrap(), g.join().unwrap())
+}
+
+#[test]
+fn an_oversized_frame_ends_the_connection_with_a_protocol_error() {
+    let (client, mut guest) = scripted(5, Duration::from_secs(5));
+    let c = client.clone();
+    let pending = std::thread::spawn(move || c.fs().stat("/"));
+    let _request = read_frame(&mut guest);
+    guest.write_all(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
+    let start = Instant::now();
+    let result = pending.join().unwrap();
+    assert!(matches!(result, Err(Error::Protocol(ref m)) if m.contains("bad frame")), "{result:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(!client.is_open());
+    assert!(matches!(client.fs().stat("/"), Err(Error::Protocol(_))));
+}
+
+#[test]
+fn an_undecodable_answer_is_a_protocol_error_and_the_connection_goes_on() {
+    let (client, mut guest) = scripted(5, Duration::from_secs(5));
+    let c = client.clone();
+    let pending = std::thread::spawn(move || c.fs().stat("/"));
+    let request = read_frame(&mut guest);
+    // A terminal frame whose body is not CBOR.
+    let mut bad = vec![0, 0, 0, 8];
+    bad.extend_from_slice(&id_of(&request).to_be_bytes());
+    bad.extend_from_slice(&[Flags::TERMINAL.bits(), 0xff, 0xff, 0xff]);
+    guest.write_all(&bad).unwrap();
+    assert!(matches!(pending.join().unwrap(), Err(Error::Protocol(_))));
+    assert!(client.is_open());
+}
+
+#[test]
+fn a_core_error_answer_is_a_typed_guest_error() {
+    let (client, mut guest) = scripted(5, Duration::from_secs(5));
+    let c = client.clone();
+    let pending = std::thread::spawn(move || c.fs().mkdir("/x"));
+    let request = read_frame(&mut guest);
+    let error = CoreError { kind: CoreErrorKind::InvalidPayload, message: "no", offending_type: None };
+    guest.write_all(&frame(id_of(&request), &error)).unwrap();
+    match pending.join().unwrap() {
+        Err(Error::Guest { kind: CoreErrorKind::InvalidPayload, message }) => assert_eq!(message, "no"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_silent_guest_times_calls_out() {
+    let (client, _guest) = scripted(5, Duration::from_millis(200));
+    let start = Instant::now();
+    assert!(matches!(client.fs().stat("/"), Err(Error::Timeout(_))));
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_flood_of_stray_frames_is_dropped_and_real_answers_still_arrive() {
+    let (client, mut guest) = scripted(5, Duration::from_secs(10));
+    let c = client.clone();
+    let pending = std::thread::spawn(move || c.fs().read("/f"));
+    let request = read_frame(&mut guest);
+    let id = id_of(&request);
+    // 200 MiB of data for ids nobody asked for: far more than any buffer.
+    let junk = vec![0u8; 1 << 20];
+    for n in 0..200u32 {
+        guest.write_all(&frame(id + 1000 + n, &FsData { data: &junk })).unwrap();
+    }
+    guest.write_all(&frame(id, &FsData { data: b"real" })).unwrap();
+    guest.write_all(&frame(id, &FsResponse::<[FsEntryInfo<'_>; 0]>::ok())).unwrap();
+    assert_eq!(pending.join().unwrap().unwrap(), b"real");
+    assert_eq!(client.stray_frames(), 200);
+}
+
+#[test]
+fn a_newer_guest_gets_core_ping() {
+    let (client, mut guest) = scripted(10, Duration::from_secs(5));
+    assert_eq!(client.generation(), 6);
+    let c = client.clone();
+    let pending = std::thread::spawn(move || c.ping());
+    let request = read_frame(&mut guest);
+    let m = wire::Message::decode_bytes(&request).unwrap();
+    assert_eq!(m.message_type(), wire::MessageType::Ping);
+    guest.write_all(&frame(id_of(&request), &Pong)).unwrap();
+    assert!(pending.join().unwrap().is_ok());
+}
+
+#[test]
+fn a_guest_that_hangs_up_fails_pending_calls_at_once() {
+    let (client, mut guest) = scripted(5, Duration::from_secs(30));
+    let c = client.clone();
+    let pending = std::thread::spawn(move || c.fs().read("/f"));
+    let _request = read_frame(&mut guest);
+    let start = Instant::now();
+    drop(guest);
+    assert!(matches!(pending.join().unwrap(), Err(Error::Disconnected(_))));
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
