@@ -58,8 +58,14 @@ impl Drop for Handle {
     }
 }
 
+/// Tells whether the VM behind a connection has exited, and why; consulted
+/// when the connection ends so errors name the real cause. It may wait a
+/// short, bounded time for a dying VM to finish exiting.
+pub type ExitProbe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 struct Shared {
     stream: UnixStream,
+    exit_probe: Mutex<Option<ExitProbe>>,
     writer: Mutex<UnixStream>,
     state: Mutex<State>,
     ready: ReadyInfo,
@@ -237,12 +243,26 @@ impl Shared {
     fn send_parts(&self, parts: &[&[u8]]) -> Result<()> {
         let mut writer = lock(&self.writer);
         for part in parts {
-            if writer.write_all(part).is_err() {
+            if let Err(e) = writer.write_all(part) {
                 drop(writer);
+                self.close(self.explain(Closed::Disconnected(e.to_string())));
                 return Err(self.closed_error());
             }
         }
         Ok(())
+    }
+
+    /// Why the stream ended: the VM's exit when the probe sees one (a
+    /// protocol violation is reported as such either way).
+    fn explain(&self, why: Closed) -> Closed {
+        if let Closed::Protocol(_) = why {
+            return why;
+        }
+        let probe = lock(&self.exit_probe).clone();
+        match probe.and_then(|p| p()) {
+            Some(exit) => Closed::Vm(exit),
+            None => why,
+        }
     }
 
     /// Ends the connection: every pending call fails with `why`.
@@ -288,6 +308,8 @@ fn read_loop(shared: Arc<Shared>, mut stream: UnixStream) {
             mailbox.close(&stalled);
         }
     };
+    // A stream that broke because the VM died should say so.
+    let why = shared.explain(why);
     shared.close(why);
 }
 
@@ -327,6 +349,7 @@ impl Client {
     fn start(stream: UnixStream, ready: ReadyInfo, ids: Ids, options: ClientOptions) -> Result<Client> {
         let reader = stream.try_clone()?;
         let shared = Arc::new(Shared {
+            exit_probe: Mutex::new(None),
             writer: Mutex::new(stream.try_clone()?),
             stream,
             state: Mutex::new(State {
@@ -366,6 +389,12 @@ impl Client {
     /// Frames that arrived for no waiting call (late frames of abandoned calls).
     pub fn stray_frames(&self) -> u64 {
         lock(&self.shared().state).calls.strays
+    }
+
+    /// Sets how the client learns, when its stream ends, whether the VM
+    /// exited (so calls fail with [`Error::VmExited`] and the reason).
+    pub fn set_exit_probe(&self, probe: ExitProbe) {
+        *lock(&self.shared().exit_probe) = Some(probe);
     }
 
     /// Records that the VM exited: pending and later calls fail with

@@ -31,6 +31,10 @@ use crate::proto::{Handshake, HandshakeStep, ReadyInfo};
 use crate::qemu::{Accel, LogSink, QemuConfig, find_qemu};
 use crate::relay::Relay;
 
+/// How long a broken guest stream waits for QEMU's exit to be seen, so
+/// the error names the exit rather than a reset connection.
+const EXIT_GRACE: Duration = Duration::from_millis(300);
+
 /// Bytes of QEMU's standard error kept for error reports.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
 
@@ -220,6 +224,10 @@ impl Sandbox {
         } else {
             (Client::over_guest(guest, ready, config.client)?, None)
         };
+        let probe_vm = Arc::clone(&vm);
+        client.set_exit_probe(Arc::new(move || {
+            probe_vm.wait(EXIT_GRACE).map(|status| format!("QEMU exited ({status}): {}", probe_vm.stderr_tail()))
+        }));
         watch_exit(Arc::clone(&vm), client.clone(), Arc::clone(&log));
         Ok(Sandbox { client, relay, vm, boot, log, _dir: dir })
     }

@@ -51,7 +51,8 @@ const TAG_BIGNUM_NEG: u64 = 3;
 
 /// `str::from_utf8` with a fast path for ASCII, the common case for paths
 /// and names (measured: ~100 instructions saved on a 10-byte path).
-#[inline(always)]
+#[cfg_attr(not(feature = "compact"), inline(always))]
+#[cfg_attr(feature = "compact", inline)]
 #[allow(unsafe_code)]
 pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
     if bytes.is_ascii() {
@@ -63,7 +64,8 @@ pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
 
 /// Byte-slice equality for short keys without a call into `memcmp`: two
 /// overlapping word loads cover any length up to 16.
-#[inline(always)]
+#[cfg_attr(not(feature = "compact"), inline(always))]
+#[cfg_attr(feature = "compact", inline)]
 fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
@@ -168,7 +170,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Parses the head at the cursor without consuming it.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     pub(crate) fn peek(&self, field: &'static str) -> Res<Head> {
         let Some(&b) = self.buf.get(self.pos) else {
             return Err(self.error(ErrorKind::UnexpectedEnd, field));
@@ -193,7 +196,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Parses and consumes the head at the cursor.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn head(&mut self, field: &'static str) -> Res<Head> {
         let h = self.peek(field)?;
         self.pos += h.len;
@@ -201,7 +205,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Consumes `len` content bytes.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn take(&mut self, len: u64, field: &'static str) -> Res<&'a [u8]> {
         let end = usize::try_from(len).ok().and_then(|n| self.pos.checked_add(n));
         match end.and_then(|end| self.buf.get(self.pos..end)) {
@@ -215,7 +220,8 @@ impl<'a> Reader<'a> {
 
     /// Consumes any tags in front of the next item and returns its head
     /// (not consumed).
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     pub(crate) fn skip_tags(&mut self, field: &'static str) -> Res<Head> {
         loop {
             let h = self.peek(field)?;
@@ -227,7 +233,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Starts a struct: a map of either length form, after any tags.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn map_start(&mut self, field: &'static str) -> Res<Remaining> {
         let h = self.skip_tags(field)?;
         if h.major != MAP {
@@ -248,7 +255,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Whether another entry follows; consumes the break of an indefinite item.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     pub(crate) fn has_next(&mut self, remaining: &mut Remaining, field: &'static str) -> Res<bool> {
         match remaining {
             Some(0) => Ok(false),
@@ -270,7 +278,8 @@ impl<'a> Reader<'a> {
     /// A map key or enum variant name: definite text or bytes, after tags.
     /// Text is returned unvalidated with `true`: a key equal to an ASCII
     /// field name is valid UTF-8; the caller validates any other.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn raw_identifier(&mut self, field: &'static str) -> Res<(&'a [u8], bool)> {
         if let Some(key) = self.short_text() {
             return Ok((key, true));
@@ -290,7 +299,8 @@ impl<'a> Reader<'a> {
 
     /// Fast path: consumes a definite text string shorter than 24 bytes (a
     /// one-byte head), the form of nearly every key and name.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn short_text(&mut self) -> Option<&'a [u8]> {
         let b = *self.buf.get(self.pos)?;
         if !(0x60..=0x77).contains(&b) {
@@ -335,7 +345,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn utf8(&self, bytes: &'a [u8], field: &'static str, at: usize) -> Res<&'a str> {
         utf8(bytes).ok_or_else(|| self.error_at(ErrorKind::InvalidUtf8, field, at))
     }
@@ -352,7 +363,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A text field (`String` in the reference) borrowed from the input.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     pub(crate) fn str(&mut self, field: &'static str) -> Res<&'a str> {
         let at = self.pos;
         let bytes = self.raw_str(field)?;
@@ -361,7 +373,8 @@ impl<'a> Reader<'a> {
 
     /// The bytes of a text item, not yet checked for UTF-8: a definite
     /// string, or an indefinite one of at most one chunk.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     pub(crate) fn raw_str(&mut self, field: &'static str) -> Res<&'a [u8]> {
         if let Some(text) = self.short_text() {
             return Ok(text);
@@ -425,7 +438,8 @@ impl<'a> Reader<'a> {
 
     /// An integer of any head width or bignum: `(negative, magnitude)` where a
     /// negative value is `-1 - magnitude`.
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn integer(&mut self, field: &'static str) -> Res<(bool, u128)> {
         if let Some(&b) = self.buf.get(self.pos)
             && b < 0x18
@@ -483,7 +497,8 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn unsigned(&mut self, field: &'static str, max: u128) -> Res<u128> {
         let at = self.pos;
         match self.integer(field)? {
@@ -560,7 +575,8 @@ impl<'a> Reader<'a> {
     ///
     /// The name is returned unvalidated: callers match it against ASCII
     /// names and report an unknown one with [`Reader::unknown_variant`].
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     pub(crate) fn variant(&mut self, field: &'static str) -> Res<&'a [u8]> {
         let h = self.skip_tags(field)?;
         match h.major {
@@ -772,7 +788,8 @@ impl<'b> SliceWriter<'b> {
 impl Write for SliceWriter<'_> {
     type Error = EndOfBuffer;
 
-    #[inline(always)]
+    #[cfg_attr(not(feature = "compact"), inline(always))]
+    #[cfg_attr(feature = "compact", inline)]
     fn write_all(&mut self, data: &[u8]) -> Result<(), EndOfBuffer> {
         let end = self.pos + data.len();
         match self.buf.get_mut(self.pos..end) {

@@ -4,6 +4,8 @@
 //! a non-zero exit status.
 
 mod fuzz;
+mod guest;
+mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -12,11 +14,14 @@ const HELP: &str = "\
 cargo xtask <command> [options]
 
 Commands:
+  run [--demo]           build everything, boot a sandbox and open a shell in it; with --demo
+                         (or when stdin is not a terminal) run the checked scripted demo
   test                   formatting, clippy, every test, no_std build checks (what CI runs)
   bench [wire]           benchmarks; `wire` runs only the codec benchmark
   fuzz wire [--seconds N] [--target decode|roundtrip]
                          fuzz the codec with libFuzzer (default 60 s per target),
                          seeded from the golden vectors
+  guest                  build the guest unikernel; print its ELF path and stripped size
   help                   this text
 ";
 
@@ -31,6 +36,8 @@ fn main() -> ExitCode {
         ["bench"] => bench_wire(),
         ["bench", "wire"] => bench_wire(),
         ["fuzz", "wire", rest @ ..] => fuzz::command(rest),
+        ["guest"] => guest::command(),
+        ["run", rest @ ..] => run::command(rest),
         [] | ["help" | "--help" | "-h", ..] => {
             print!("{HELP}");
             Ok(())
@@ -96,8 +103,10 @@ fn test(args: &[&str]) -> Result {
         return Err(format!("`test` takes no arguments, got {arg}"));
     }
     run(cargo(&["fmt", "--all", "--", "--check"]))?;
-    run(cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    run(cargo(&["test", "--workspace"]))?;
+    run(cargo(&["clippy", "--workspace", "--exclude", "unikernel", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo(&["clippy", "-p", "unikernel", "--target", GUEST_TARGET, "--profile", "guest", "--", "-D", "warnings"]))?;
+    let guest = guest::build()?;
+    run(cargo(&["test", "--workspace", "--exclude", "unikernel"]).env("PICOSANDBOX_GUEST", guest))?;
     no_std_checks()
 }
 

@@ -1,0 +1,431 @@
+//! The system benchmark: boot time against a trivial guest, throughput
+//! against the device-path floor, the stock driver and a host socket pair,
+//! small-op latency, footprint and idle cost, each measured side by side
+//! with its baseline in the same run. Writes `system.json` into the output
+//! directory; `cargo xtask bench` merges it into the report.
+//!
+//! `sysbench --guest ELF --floor ELF --stock ELF --out DIR [--runs N]`
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use host_sync::qemu::{Accel, LogSink, QemuConfig, find_qemu};
+use host_sync::{Sandbox, SandboxConfig};
+use tests::bench::{Row, Samples, mb_per_s};
+use tests::guest::{cpu_time, rss_kib};
+
+/// Guest RAM for the benchmark boots: room for 256 MiB files.
+const MEMORY_MIB: u32 = 400;
+
+/// One section of the benchmark: measures and appends its rows.
+type Step = fn(&Options, &mut Vec<Row>);
+
+struct Options {
+    guest: PathBuf,
+    floor: PathBuf,
+    stock: PathBuf,
+    out: PathBuf,
+    runs: usize,
+}
+
+fn options() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let (mut guest, mut floor, mut stock, mut out, mut runs) = (None, None, None, None, 3usize);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--guest" => guest = Some(PathBuf::from(value()?)),
+            "--floor" => floor = Some(PathBuf::from(value()?)),
+            "--stock" => stock = Some(PathBuf::from(value()?)),
+            "--out" => out = Some(PathBuf::from(value()?)),
+            "--runs" => runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(Options {
+        guest: guest.ok_or("--guest is required")?,
+        floor: floor.ok_or("--floor is required")?,
+        stock: stock.ok_or("--stock is required")?,
+        out: out.ok_or("--out is required")?,
+        runs: runs.max(1),
+    })
+}
+
+fn main() {
+    let options = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("sysbench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut rows = Vec::new();
+    let steps: [(&str, Step); 5] =
+        [("boot", boot), ("throughput", throughput), ("latency", latency), ("footprint", footprint), ("idle", idle)];
+    for (name, step) in steps {
+        eprintln!("sysbench: {name}");
+        step(&options, &mut rows);
+    }
+    let json = serde_json::json!({ "rows": rows.iter().map(Row::json).collect::<Vec<_>>() });
+    std::fs::create_dir_all(&options.out).expect("creating the output directory");
+    let path = options.out.join("system.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).expect("writing system.json");
+    eprintln!("sysbench: wrote {}", path.display());
+}
+
+fn sandbox(guest: &Path, memory_mib: u32, cmdline: &str) -> Sandbox {
+    let mut config = SandboxConfig::new(guest);
+    config.memory_mib = memory_mib;
+    config.accel = Accel::Auto;
+    config.cmdline = cmdline.into();
+    Sandbox::start(config).expect("the guest boots")
+}
+
+/// A QEMU with the product's command line and a raw agent stream (for the
+/// floor guest and the echo guests, which speak no protocol).
+struct RawGuest {
+    child: std::process::Child,
+    agent: UnixStream,
+    log: UnixStream,
+    spawned: Instant,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn raw_guest(elf: &Path, cmdline: &str, memory_mib: u32) -> RawGuest {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir =
+        std::env::temp_dir().join(format!("sysbench-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (agent_path, log_path) = (dir.join("agent.sock"), dir.join("log.sock"));
+    let agent_listener = UnixListener::bind(&agent_path).unwrap();
+    let log_listener = UnixListener::bind(&log_path).unwrap();
+    let config = QemuConfig {
+        qemu: find_qemu().expect("qemu-system-x86_64 on PATH"),
+        guest: elf.to_path_buf(),
+        memory_mib,
+        accel: Accel::Auto,
+        agent_socket: agent_path,
+        log: LogSink::Socket(log_path),
+        cmdline: cmdline.into(),
+    };
+    let spawned = Instant::now();
+    let child = config.command().stdin(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawning QEMU");
+    let (agent, _) = agent_listener.accept().unwrap();
+    let (log, _) = log_listener.accept().unwrap();
+    RawGuest { child, agent, log, spawned, _dir: TempDir(dir) }
+}
+
+impl Drop for RawGuest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn boot(o: &Options, rows: &mut Vec<Row>) {
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    let (mut guest_boot, mut guest_ready) = (Vec::new(), Vec::new());
+    for _ in 0..o.runs + 2 {
+        let s = sandbox(&o.guest, MEMORY_MIB, "");
+        let t = s.boot_times();
+        ours.push(t.spawn_to_ready.as_secs_f64() * 1e3);
+        guest_boot.push(t.guest_boot_ns as f64 / 1e6);
+        guest_ready.push(t.guest_ready_ns as f64 / 1e6);
+        drop(s);
+        // The floor: the same command line booting a guest that writes
+        // one byte to its debug console and halts.
+        let mut g = raw_guest(&o.floor, "", MEMORY_MIB);
+        let mut byte = [0u8; 1];
+        g.log.read_exact(&mut byte).expect("the floor guest's byte");
+        floor.push(g.spawned.elapsed().as_secs_f64() * 1e3);
+    }
+    let (ours, floor) = (Samples::new(ours), Samples::new(floor));
+    let gap = ours.median() - floor.median();
+    rows.push(
+        Row::plain("boot", "spawn -> core.ready", "ms", ours)
+            .against("trivial PVH guest: spawn -> first byte", floor)
+            .compared(format!("+{gap:.1} ms"))
+            .target("within 5 ms of the floor", gap <= 5.0),
+    );
+    rows.push(Row::plain("boot", "guest-reported power-on -> agent entry", "ms", Samples::new(guest_boot)));
+    rows.push(Row::plain("boot", "guest-reported power-on -> core.ready", "ms", Samples::new(guest_ready)));
+}
+
+/// Echoes `len` bytes through a stream whose far end echoes: MB/s of the
+/// round trip (each byte crosses both ways, concurrently).
+fn echo_through(mut stream: UnixStream, len: u64) -> f64 {
+    let mut reader = stream.try_clone().unwrap();
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            stream.write_all(&chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+    });
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    while got < len {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(n > 0, "the echo ended early");
+        got += n as u64;
+    }
+    writer.join().unwrap();
+    mb_per_s(len, start.elapsed())
+}
+
+fn guest_echo(elf: &Path, len: u64) -> f64 {
+    let g = raw_guest(elf, "mode=echo", 64);
+    let agent = g.agent.try_clone().unwrap();
+    echo_through(agent, len)
+}
+
+fn socketpair_echo(len: u64) -> f64 {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match b.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => b.write_all(&buf[..n]).unwrap(),
+            }
+        }
+    });
+    let r = echo_through(a, len);
+    echo.join().unwrap();
+    r
+}
+
+/// Streams a fixed byte pattern of a given length without holding it.
+struct Zeroes(u64);
+
+impl Read for Zeroes {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.0) as usize;
+        buf[..n].fill(0x33);
+        self.0 -= n as u64;
+        Ok(n)
+    }
+}
+
+fn throughput(o: &Options, rows: &mut Vec<Row>) {
+    for mib in [64u64, 256] {
+        let len = mib << 20;
+        let (mut write, mut read, mut echo, mut stock, mut pair) = (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..o.runs {
+            let s = sandbox(&o.guest, MEMORY_MIB, "");
+            let start = Instant::now();
+            s.fs().write_from("/bench", &mut Zeroes(len)).unwrap();
+            write.push(mb_per_s(len, start.elapsed()));
+            let start = Instant::now();
+            s.fs().read_to("/bench", &mut std::io::sink()).unwrap();
+            read.push(mb_per_s(len, start.elapsed()));
+            drop(s);
+            echo.push(guest_echo(&o.guest, len));
+            stock.push(guest_echo(&o.stock, len.min(64 << 20)));
+            pair.push(socketpair_echo(len));
+        }
+        let (echo, stock, pair) = (Samples::new(echo), Samples::new(stock), Samples::new(pair));
+        let (w, r) = (Samples::new(write), Samples::new(read));
+        let half = |s: &Samples| s.median() >= 0.5 * echo.median();
+        let (w_met, r_met) = (half(&w), half(&r));
+        rows.push(
+            Row::plain("throughput", &format!("write_from {mib} MiB"), "MB/s", w)
+                .against("raw echo, our driver", echo.clone())
+                .target(">= 50% of our echo", w_met),
+        );
+        rows.push(
+            Row::plain("throughput", &format!("read_to {mib} MiB"), "MB/s", r)
+                .against("raw echo, our driver", echo.clone())
+                .target(">= 50% of our echo", r_met),
+        );
+        let four_x = echo.median() >= 4.0 * stock.median();
+        rows.push(
+            Row::plain("throughput", &format!("raw echo {mib} MiB, our driver"), "MB/s", echo.clone())
+                .against("stock VirtIOConsole echo", stock)
+                .target(">= 4x the stock driver", four_x),
+        );
+        rows.push(
+            Row::plain("throughput", &format!("raw echo {mib} MiB, our driver"), "MB/s", echo)
+                .against("host Unix socket pair (ceiling)", pair),
+        );
+    }
+}
+
+/// Operations per second of `op`, run by `threads` threads for `window`.
+fn ops_per_second(threads: usize, window: Duration, op: impl Fn(usize, u64) + Send + Sync + 'static) -> f64 {
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (op, stop, count) = (Arc::clone(&op), Arc::clone(&stop), Arc::clone(&count));
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    op(t, i);
+                    i += 1;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(window);
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn latency(o: &Options, rows: &mut Vec<Row>) {
+    const WINDOW: Duration = Duration::from_secs(2);
+    let s = Arc::new(sandbox(&o.guest, 128, ""));
+    s.fs().write("/small", vec![1u8; 4096]).unwrap();
+    for threads in [1usize, 8] {
+        let stat = {
+            let s = Arc::clone(&s);
+            Samples::collect(o.runs, move || {
+                let s = Arc::clone(&s);
+                ops_per_second(threads, WINDOW, move |_, _| {
+                    s.fs().stat("/small").unwrap();
+                })
+            })
+        };
+        rows.push(Row::plain("latency", &format!("stat round trips, {threads} thread(s)"), "ops/s", stat));
+        let write = {
+            let s = Arc::clone(&s);
+            Samples::collect(o.runs, move || {
+                let s = Arc::clone(&s);
+                ops_per_second(threads, WINDOW, move |t, i| {
+                    s.fs().write(&format!("/w{t}-{}", i % 64), [7u8; 4096]).unwrap();
+                })
+            })
+        };
+        rows.push(Row::plain("latency", &format!("4 KiB writes, {threads} thread(s)"), "ops/s", write));
+        let read = {
+            let s = Arc::clone(&s);
+            Samples::collect(o.runs, move || {
+                let s = Arc::clone(&s);
+                ops_per_second(threads, WINDOW, move |_, _| {
+                    s.fs().read("/small").unwrap();
+                })
+            })
+        };
+        rows.push(Row::plain("latency", &format!("4 KiB reads, {threads} thread(s)"), "ops/s", read));
+    }
+}
+
+/// Bytes of the ELF's allocated sections (code, data, bss): the guest's
+/// static memory.
+fn static_memory(elf: &[u8]) -> u64 {
+    const SHF_ALLOC: u64 = 2;
+    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
+    let (shoff, shentsize, shnum) = (u64_at(0x28) as usize, u16_at(0x3a), u16_at(0x3c));
+    (0..shnum).map(|i| shoff + i * shentsize).filter(|&h| u64_at(h + 8) & SHF_ALLOC != 0).map(|h| u64_at(h + 32)).sum()
+}
+
+fn stripped_size(elf: &Path) -> Option<u64> {
+    let copy = std::env::temp_dir().join(format!("sysbench-strip-{}", std::process::id()));
+    std::fs::copy(elf, &copy).ok()?;
+    let ok = ["llvm-strip", "strip"]
+        .into_iter()
+        .any(|tool| std::process::Command::new(tool).arg(&copy).status().is_ok_and(|s| s.success()));
+    let size = std::fs::metadata(&copy).ok().map(|m| m.len());
+    let _ = std::fs::remove_file(&copy);
+    ok.then_some(size).flatten()
+}
+
+fn footprint(o: &Options, rows: &mut Vec<Row>) {
+    let elf = std::fs::read(&o.guest).expect("reading the guest ELF");
+    if let Some(size) = stripped_size(&o.guest) {
+        let kib = size as f64 / 1024.0;
+        rows.push(
+            Row::plain("footprint", "guest ELF, stripped", "KiB", Samples::new(vec![kib]))
+                .target("<= 128 KiB", kib <= 128.0),
+        );
+    }
+    rows.push(Row::plain(
+        "footprint",
+        "guest static memory (code, data, bss)",
+        "KiB",
+        Samples::new(vec![static_memory(&elf) as f64 / 1024.0]),
+    ));
+    let s = sandbox(&o.guest, MEMORY_MIB, "");
+    std::thread::sleep(Duration::from_millis(300));
+    let arena_kib = s
+        .log_tail()
+        .iter()
+        .find_map(|l| {
+            let at = l.find("ramfs arena ")?;
+            l[at + 12..].split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .unwrap_or(0.0);
+    let beyond = f64::from(MEMORY_MIB) - arena_kib / 1024.0;
+    rows.push(
+        Row::plain("footprint", "guest RAM not given to the ramfs", "MiB", Samples::new(vec![beyond]))
+            .target("<= 8 MiB", arena_kib > 0.0 && beyond <= 8.0),
+    );
+    let booted = rss_kib(s.pid()).unwrap_or(0) as f64 / 1024.0;
+    rows.push(Row::plain("footprint", "QEMU RSS after boot", "MiB", Samples::new(vec![booted])));
+    let me = std::process::id();
+    let (qemu_peak, host_peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (q, h, done, pid) = (Arc::clone(&qemu_peak), Arc::clone(&host_peak), Arc::clone(&done), s.pid());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                q.fetch_max(rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
+                h.fetch_max(rss_kib(me).unwrap_or(0), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    s.fs().write_from("/rss", &mut Zeroes(256 << 20)).unwrap();
+    s.fs().read_to("/rss", &mut std::io::sink()).unwrap();
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let mib = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1024.0;
+    rows.push(Row::plain(
+        "footprint",
+        "QEMU RSS during a 256 MiB transfer (peak)",
+        "MiB",
+        Samples::new(vec![mib(&qemu_peak)]),
+    ));
+    rows.push(Row::plain(
+        "footprint",
+        "host-sync client process RSS during it (peak)",
+        "MiB",
+        Samples::new(vec![mib(&host_peak)]),
+    ));
+}
+
+fn idle(o: &Options, rows: &mut Vec<Row>) {
+    const WINDOW: Duration = Duration::from_secs(5);
+    let s = sandbox(&o.guest, 128, "");
+    std::thread::sleep(Duration::from_millis(300));
+    let (t0, c0) = (Instant::now(), cpu_time(s.pid()).unwrap());
+    std::thread::sleep(WINDOW);
+    let share = (cpu_time(s.pid()).unwrap() - c0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
+    rows.push(
+        Row::plain("idle", "QEMU CPU with an idle guest, 5 s", "% of a core", Samples::new(vec![share]))
+            .target("< 1% of a core", share < 1.0),
+    );
+}

@@ -1,0 +1,178 @@
+//! End-to-end tests of the real guest under QEMU (TCG unless a hardware
+//! KVM module is loaded): it boots, echoes bytes over the virtio-console,
+//! logs decodable defmt frames, idles without burning CPU, and exits with
+//! status 0 on a clean power-off and non-zero on a panic.
+//!
+//! They need the guest ELF (`cargo xtask guest`, or `PICOSANDBOX_GUEST`)
+//! and `qemu-system-x86_64`. Runs are serialised: measurements would
+//! otherwise compete for the machine's cores. Every wait is bounded.
+
+use std::io::{Read, Write};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tests::guest::{Guest, cpu_time, rss_kib};
+use tests::rng::Rng;
+
+/// How long the guest may take from spawn to its "ready" log line.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest silence tolerated while echoing.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long QEMU may take to exit once the guest asks it to.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The log line the guest prints when it starts serving.
+const READY: &str = "picosandbox guest ready";
+/// The idle measurement window and the CPU share allowed in it.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
+const IDLE_CPU_MAX: f64 = 0.05;
+/// How far from its deadline an idle power-off may land, as seen from the
+/// host (echo latency, QEMU's exit, scheduling on a loaded machine).
+const IDLE_SLACK: Duration = Duration::from_millis(150);
+
+/// One QEMU at a time.
+static QEMU: Mutex<()> = Mutex::new(());
+
+fn one_qemu() -> MutexGuard<'static, ()> {
+    QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn boot(cmdline: &str) -> Guest {
+    Guest::boot(cmdline).unwrap_or_else(|e| panic!("booting the guest with `{cmdline}`: {e}"))
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    (0..len.div_ceil(8)).flat_map(|_| rng.next_u64().to_le_bytes()).take(len).collect()
+}
+
+/// Sends `data` from a writer thread while reading the echo back; returns
+/// what came back and how long the round trip took.
+fn echo(guest: &mut Guest, data: &[u8]) -> (Vec<u8>, Duration) {
+    let mut writer = guest.agent.try_clone().expect("cloning the agent stream");
+    // Both directions time out, so a stalled guest fails the test instead
+    // of leaving the writer blocked (and the scope waiting for it).
+    guest.agent.set_read_timeout(Some(IO_TIMEOUT)).expect("setting a read timeout");
+    guest.agent.set_write_timeout(Some(IO_TIMEOUT)).expect("setting a write timeout");
+    let started = Instant::now();
+    let echoed = std::thread::scope(|scope| {
+        scope.spawn(|| writer.write_all(data).expect("sending to the guest"));
+        let mut echoed = vec![0u8; data.len()];
+        guest.agent.read_exact(&mut echoed).expect("reading the echo");
+        echoed
+    });
+    (echoed, started.elapsed())
+}
+
+fn assert_same(echoed: &[u8], sent: &[u8]) {
+    assert_eq!(echoed.len(), sent.len());
+    if let Some(at) = echoed.iter().zip(sent).position(|(a, b)| a != b) {
+        panic!("echo differs from what was sent at byte {at} of {}", sent.len());
+    }
+}
+
+fn megabytes_per_second(bytes: usize, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+fn echo_throughput(size: usize) {
+    let _qemu = one_qemu();
+    let mut guest = boot("mode=echo");
+    let (first, _) = echo(&mut guest, b"!");
+    assert_eq!(first, b"!");
+    println!("spawn -> first echoed byte: {:.1} ms", guest.spawned_at.elapsed().as_secs_f64() * 1e3);
+
+    let data = pseudo_random(size, 0x5eed);
+    let (echoed, elapsed) = echo(&mut guest, &data);
+    assert_same(&echoed, &data);
+    println!(
+        "echo of {} MiB: {:.1} ms, {:.1} MB/s (each byte crosses the link twice)",
+        size >> 20,
+        elapsed.as_secs_f64() * 1e3,
+        megabytes_per_second(size, elapsed)
+    );
+    println!("QEMU RSS: {} KiB", rss_kib(guest.pid()).unwrap_or(0));
+}
+
+#[test]
+fn echo_mode_round_trips_one_mebibyte() {
+    echo_throughput(1 << 20);
+}
+
+/// The sustained figure.
+#[test]
+fn echo_mode_throughput_64_mebibytes() {
+    echo_throughput(64 << 20);
+}
+
+#[test]
+fn boot_log_arrives_and_decodes() {
+    let _qemu = one_qemu();
+    let guest = boot("mode=echo no-such-option=1");
+    let ready = guest.wait_for_log(READY, BOOT_TIMEOUT);
+    let lines = guest.log_lines();
+    for line in &lines {
+        println!("guest: {line}");
+    }
+    let ready = ready.unwrap_or_else(|| panic!("no `{READY}` line in the guest log"));
+    assert!(ready.starts_with("INFO"), "unexpected level: {ready}");
+    assert!(ready.contains("mode=Echo"), "unexpected mode: {ready}");
+    assert!(
+        lines.iter().any(|l| l.contains("ignoring unknown option no-such-option=1")),
+        "unknown option not reported"
+    );
+    assert!(lines.iter().any(|l| l.contains("clock: TSC")), "no clock line");
+}
+
+#[test]
+fn idle_guest_uses_almost_no_cpu() {
+    let _qemu = one_qemu();
+    let guest = boot("mode=echo");
+    guest.wait_for_log(READY, BOOT_TIMEOUT).expect("the guest never became ready");
+    let before = cpu_time(guest.pid()).expect("reading QEMU's CPU time");
+    std::thread::sleep(IDLE_WINDOW);
+    let after = cpu_time(guest.pid()).expect("reading QEMU's CPU time");
+    let share = (after - before).as_secs_f64() / IDLE_WINDOW.as_secs_f64();
+    println!("idle QEMU CPU: {:.2}% of one core; RSS {} KiB", share * 100.0, rss_kib(guest.pid()).unwrap_or(0));
+    assert!(share < IDLE_CPU_MAX, "an idle guest used {:.1}% of a core", share * 100.0);
+}
+
+#[test]
+fn clean_power_off_exits_zero() {
+    let _qemu = one_qemu();
+    let size = 256 * 1024;
+    let mut guest = boot(&format!("mode=echo exit-after={size}"));
+    let data = pseudo_random(size, 7);
+    let (echoed, _) = echo(&mut guest, &data);
+    assert_same(&echoed, &data);
+    let status = guest.wait_exit(EXIT_TIMEOUT).expect("QEMU did not exit after the guest powered off");
+    assert_eq!(status.code(), Some(0), "clean power-off: {status}; log: {:#?}", guest.log_lines());
+    assert!(guest.log_lines().iter().any(|l| l.contains("power off: Shutdown")));
+}
+
+#[test]
+fn idle_deadline_powers_off_on_time() {
+    let _qemu = one_qemu();
+    let idle = Duration::from_millis(300);
+    let mut guest = boot(&format!("mode=echo exit-idle-ms={}", idle.as_millis()));
+    let (echoed, _) = echo(&mut guest, b"ping");
+    assert_eq!(echoed, b"ping");
+    let last_byte = Instant::now();
+    let status = guest.wait_exit(EXIT_TIMEOUT).expect("QEMU did not exit after the idle deadline");
+    let waited = last_byte.elapsed();
+    println!("idle deadline {idle:?}: QEMU exited {waited:?} after the last byte");
+    assert_eq!(status.code(), Some(0), "idle power-off: {status}; log: {:#?}", guest.log_lines());
+    // The guest timestamps its last input just before echoing it, and QEMU
+    // takes a few milliseconds to exit: allow that much either way.
+    assert!(waited + IDLE_SLACK >= idle && waited <= idle + IDLE_SLACK, "exited {waited:?} after the last byte");
+}
+
+#[test]
+fn panic_exits_non_zero() {
+    let _qemu = one_qemu();
+    let mut guest = boot("mode=panic");
+    let status = guest.wait_exit(EXIT_TIMEOUT).expect("QEMU did not exit after the guest panicked");
+    let lines = guest.log_lines();
+    // isa-debug-exit: value 1 (panic) -> status (1 << 1) | 1.
+    assert_eq!(status.code(), Some(3), "panic exit: {status}; log: {lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("panic at") && l.contains("panic requested by mode=panic")), "{lines:#?}");
+}

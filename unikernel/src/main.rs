@@ -1,0 +1,266 @@
+//! The picosandbox guest: a PVH unikernel for QEMU microvm that serves the
+//! agent (or, for measurements, a raw echo) over a virtio-console.
+//!
+//! Boot order: descriptor tables and the stack guard, the LAPIC (and the
+//! start of the TSC calibration), the boot information, the console and its
+//! interrupt route, the end of the calibration, the free-RAM arena; then
+//! the mode the command line asks for ([`cmdline`]).
+
+#![no_std]
+#![no_main]
+
+mod apic;
+mod boot;
+mod boot_info;
+mod clock;
+mod cmdline;
+mod console;
+mod cpu;
+mod hal;
+mod interrupts;
+mod log;
+mod memory;
+mod platform;
+mod static_cell;
+mod virtio;
+
+use agent_core::driver::{self, Clock, Exit, Platform, PowerOff};
+use agent_core::ramfs::Ramfs;
+use agent_core::{Agent, Config};
+use embedded_io::{Read, ReadReady, Write};
+
+use crate::boot_info::BootInfo;
+use crate::clock::TscClock;
+use crate::cmdline::Mode;
+use crate::console::Console;
+use crate::platform::{ExitCode, MicrovmPlatform};
+use crate::static_cell::StaticCell;
+
+/// Echo mode's copy buffer: one read drains up to 64 receive buffers (half
+/// of those posted) and one write fills up to 8 transmit buffers, so the
+/// device is notified about once per 256 KiB each way.
+const ECHO_CHUNK: usize = 256 * 1024;
+/// Used only by [`echo`], which never returns.
+static ECHO_BUFFER: StaticCell<[u8; ECHO_CHUNK]> = StaticCell::new([0; ECHO_CHUNK]);
+
+/// The agent's receive buffer: one whole frame of the largest size.
+const AGENT_RX_BYTES: usize = agent_core::MIN_RX_BUFFER;
+
+/// The agent's outbox: control frames, and `List` responses of up to about
+/// 1 MiB less the agent's reserve.
+const AGENT_TX_BYTES: usize = 1024 * 1024;
+
+/// The Rust entry point, called by the boot trampoline with the address of
+/// `hvm_start_info` (`%ebx` at the PVH entry). Interrupts are off.
+extern "C" fn kernel_main(start_info: u32) -> ! {
+    let tsc_origin = cpu::rdtsc();
+    interrupts::init();
+    boot::install_stack_guard();
+    apic::init_lapic();
+    let calibration = clock::start_calibration();
+
+    // SAFETY: `start_info` is the loader's `%ebx`, and nothing has written
+    // memory outside the image yet.
+    let boot_info = match unsafe { BootInfo::read(start_info) } {
+        Ok(info) => info,
+        Err(e) => {
+            defmt::error!("no usable hvm_start_info at {=u32:#x}: {}", start_info, e);
+            platform::exit_failure(ExitCode::BootInfo)
+        }
+    };
+    log_boot_info(&boot_info);
+    let options = cmdline::parse(boot_info.cmdline());
+    let console = setup_console(&boot_info);
+    // Monotonic time counts from power-on (the TSC starts at 0 at reset),
+    // so the agent can report boot times from power-on.
+    let timebase = calibration.finish(0);
+    let entry_ns = timebase.ns_from_tsc(tsc_origin);
+    defmt::info!(
+        "clock: TSC {=u64} Hz ({}), LAPIC timer {=u64} Hz",
+        timebase.tsc_hz(),
+        timebase.source(),
+        timebase.lapic_hz()
+    );
+    let arena = memory::take_arena(boot_info.ram()).unwrap_or_default();
+    defmt::info!(
+        "picosandbox guest ready: mode={}, arena {=usize} KiB at {=usize:#x}, boot took {=u64} us",
+        options.mode,
+        arena.len() / 1024,
+        arena.as_ptr() as usize,
+        timebase.now_ns() / 1000
+    );
+
+    let clock = TscClock::new(timebase);
+    let platform = MicrovmPlatform::new(timebase);
+    match options.mode {
+        Mode::Echo => {
+            let idle_ns = options.exit_idle_ms.map(|ms| ms.saturating_mul(1_000_000));
+            echo(console, clock, platform, EchoLimits { bytes: options.exit_after, idle_ns })
+        }
+        Mode::Panic => panic!("panic requested by mode=panic"),
+        Mode::Agent => run_agent(console, clock, platform, arena, entry_ns),
+    }
+}
+
+/// Logs the image, the command line and the memory map.
+fn log_boot_info(boot_info: &BootInfo) {
+    let image = memory::image_range();
+    let cmdline = cmdline::printable(boot_info.cmdline());
+    defmt::info!("image {=u64:#x}..{=u64:#x}, command line \"{=str}\"", image.start, image.end, cmdline);
+    for region in boot_info.ram() {
+        defmt::debug!("RAM {=u64:#x}..{=u64:#x}", region.start, region.end);
+    }
+    if boot_info.entries_skipped > 0 {
+        defmt::debug!("{=usize} memory-map entries were not usable RAM", boot_info.entries_skipped);
+    }
+    if boot_info.cmdline_truncated {
+        defmt::warn!("command line cut at {=usize} bytes", boot_info::CMDLINE_MAX);
+    }
+}
+
+/// Finds the virtio-console, routes its interrupt and initialises it.
+fn setup_console(boot_info: &BootInfo) -> Console {
+    let Some(found) = virtio::find_console(boot_info.acpi_present()) else {
+        defmt::error!("no virtio-console found");
+        platform::exit_failure(ExitCode::Console)
+    };
+    interrupts::set_console_mmio(found.base);
+    found.ioapic.route_level_high(found.gsi, interrupts::CONSOLE_VECTOR, apic::lapic_id());
+    match Console::new(found.transport) {
+        Ok(console) => {
+            defmt::info!(
+                "virtio-console in slot {=usize} at {=usize:#x}, GSI {=u32}",
+                found.slot,
+                found.base,
+                found.gsi
+            );
+            console
+        }
+        Err(e) => {
+            defmt::error!("virtio-console setup failed: {}", e);
+            platform::exit_failure(ExitCode::Console)
+        }
+    }
+}
+
+/// Runs the agent over the console until it powers off: its receive
+/// buffer and outbox come first from the free-RAM arena, the ramfs gets
+/// the rest. `entry_ns` is power-on -> `kernel_main`.
+fn run_agent(
+    mut console: Console,
+    mut clock: TscClock,
+    mut platform: MicrovmPlatform,
+    arena: &'static mut [u8],
+    entry_ns: u64,
+) -> ! {
+    if arena.len() < AGENT_RX_BYTES + AGENT_TX_BYTES {
+        defmt::error!("{=usize} KiB of free RAM cannot hold the agent's buffers", arena.len() / 1024);
+        platform::exit_failure(ExitCode::Memory)
+    }
+    let (rx, rest) = arena.split_at_mut(AGENT_RX_BYTES);
+    let (tx, fs_arena) = rest.split_at_mut(AGENT_TX_BYTES);
+    let fs_bytes = fs_arena.len();
+    let fs = match Ramfs::new(fs_arena, clock.monotonic_ns()) {
+        Ok(fs) => fs,
+        Err(e) => {
+            defmt::error!("{=usize} KiB cannot hold a ramfs (needs {=usize})", fs_bytes / 1024, e.needed);
+            platform::exit_failure(ExitCode::Memory)
+        }
+    };
+    let usage = fs.usage();
+    defmt::info!(
+        "agent: ramfs arena {=usize} KiB ({=usize} blocks of 4 KiB, {=usize} entries), rx {=usize} KiB, outbox {=usize} KiB",
+        fs_bytes / 1024,
+        usage.blocks_total,
+        usage.entries_total,
+        AGENT_RX_BYTES / 1024,
+        AGENT_TX_BYTES / 1024
+    );
+    let config = Config { boot_time_ns: entry_ns, ..Config::default() };
+    let mut agent = match Agent::new(fs, rx, tx, config) {
+        Ok(agent) => agent,
+        Err(e) => {
+            defmt::error!("agent buffers rejected: {}", defmt::Debug2Format(&e));
+            platform::exit_failure(ExitCode::Memory)
+        }
+    };
+    match driver::run(&mut agent, &mut console, &mut clock, &mut platform) {
+        Exit::PowerOff(reason) => {
+            // The platform powers off and does not return; in case it did:
+            defmt::error!("power-off ({}) returned", reason);
+            platform::shutdown()
+        }
+        Exit::EndOfStream => {
+            defmt::error!("the console reported end of stream");
+            platform::exit_failure(ExitCode::Console)
+        }
+        Exit::Link(e) => {
+            defmt::error!("console failed: {}", e);
+            platform::exit_failure(ExitCode::Console)
+        }
+    }
+}
+
+/// When echo mode powers off by itself (for tests); never by default.
+#[derive(Clone, Copy, Default)]
+struct EchoLimits {
+    /// After this many bytes have been echoed and sent.
+    bytes: Option<u64>,
+    /// After this long without input.
+    idle_ns: Option<u64>,
+}
+
+/// Raw echo: every byte read is written back, until a limit (if any).
+fn echo(mut console: Console, clock: TscClock, mut platform: MicrovmPlatform, limits: EchoLimits) -> ! {
+    // SAFETY: `echo` runs once and never returns; nothing else uses the
+    // buffer.
+    let buffer = unsafe { &mut *ECHO_BUFFER.get() };
+    let mut echoed: u64 = 0;
+    let mut last_input_ns = clock.monotonic_ns();
+    loop {
+        let want = match limits.bytes {
+            Some(limit) if echoed >= limit => power_off_after_echo(&mut console, &mut platform, echoed),
+            Some(limit) => ECHO_CHUNK.min((limit - echoed) as usize),
+            None => ECHO_CHUNK,
+        };
+        if !console_or_exit(console.read_ready()) {
+            let deadline = limits.idle_ns.map(|idle| last_input_ns.saturating_add(idle));
+            if deadline.is_some_and(|d| clock.monotonic_ns() >= d) {
+                power_off_after_echo(&mut console, &mut platform, echoed);
+            }
+            platform.wait(deadline);
+            continue;
+        }
+        let n = console_or_exit(console.read(&mut buffer[..want]));
+        console_or_exit(console.write_all(&buffer[..n]));
+        echoed += n as u64;
+        last_input_ns = clock.monotonic_ns();
+    }
+}
+
+/// Sends what is left, then powers off cleanly.
+fn power_off_after_echo(console: &mut Console, platform: &mut MicrovmPlatform, echoed: u64) -> ! {
+    console_or_exit(console.flush());
+    defmt::info!("echoed {=u64} bytes", echoed);
+    platform.power_off(PowerOff::Shutdown);
+    platform::shutdown()
+}
+
+/// The value of a console operation, or a logged failure exit.
+fn console_or_exit<T>(result: Result<T, console::ConsoleError>) -> T {
+    result.unwrap_or_else(|e| {
+        defmt::error!("console failed: {}", e);
+        platform::exit_failure(ExitCode::Console)
+    })
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    match info.location() {
+        Some(at) => {
+            defmt::error!("panic at {=str}:{=u32}: {}", at.file(), at.line(), defmt::Display2Format(&info.message()))
+        }
+        None => defmt::error!("panic: {}", defmt::Display2Format(&info.message())),
+    }
+    platform::exit_failure(ExitCode::Panic)
+}

@@ -1,0 +1,90 @@
+//! `cargo xtask guest`: builds the guest unikernel (the ELF QEMU boots)
+//! and reports its stripped size.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{GUEST_TARGET, Result, cargo, ensure_guest_target, root, run};
+
+/// The guest's package.
+const PACKAGE: &str = "unikernel";
+/// The cargo profile for the guest (root `Cargo.toml`: small, no unwinding).
+const PROFILE: &str = "guest";
+/// The guest's log level: defmt filters at compile time, so it is fixed by
+/// the build.
+const DEFMT_LOG: &str = "info";
+/// The size the stripped guest must stay well under.
+const SIZE_BUDGET_BYTES: u64 = 128 * 1024;
+
+/// Builds the guest and returns the path of its ELF.
+pub fn build() -> Result<PathBuf> {
+    ensure_guest_target()?;
+    run(cargo(&["build", "-p", PACKAGE, "--target", GUEST_TARGET, "--profile", PROFILE]).env("DEFMT_LOG", DEFMT_LOG))?;
+    let elf = target_dir().join(GUEST_TARGET).join(PROFILE).join(PACKAGE);
+    if !elf.is_file() {
+        return Err(format!("the build produced no {}", elf.display()));
+    }
+    Ok(elf)
+}
+
+/// `cargo xtask guest`: build, then print the ELF's path and stripped size.
+pub fn command() -> Result {
+    let elf = build()?;
+    let (size, method) = stripped_size(&elf)?;
+    println!("guest ELF: {}", elf.display());
+    println!(
+        "stripped size: {size} bytes ({:.1} KiB, {method}; budget {} KiB)",
+        size as f64 / 1024.0,
+        SIZE_BUDGET_BYTES / 1024
+    );
+    if size > SIZE_BUDGET_BYTES {
+        return Err(format!("the stripped guest ({size} bytes) exceeds its {SIZE_BUDGET_BYTES}-byte budget"));
+    }
+    Ok(())
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace
+/// root, as cargo reads it) or `<root>/target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
+/// The ELF's size once stripped: `llvm-strip` or `strip` on a temporary
+/// copy when one is installed, else the bytes of its loadable segments.
+fn stripped_size(elf: &Path) -> Result<(u64, &'static str)> {
+    let copy = std::env::temp_dir().join(format!("picosandbox-guest-strip-{}", std::process::id()));
+    std::fs::copy(elf, &copy).map_err(|e| format!("copying {}: {e}", elf.display()))?;
+    let stripped = ["llvm-strip", "strip"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg(&copy).status().is_ok_and(|s| s.success()));
+    let result = match stripped {
+        Some(tool) => std::fs::metadata(&copy).map(|m| (m.len(), tool)).map_err(|e| e.to_string()),
+        None => std::fs::read(elf)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| loadable_bytes(&bytes).ok_or_else(|| "not an ELF64 file".to_owned()))
+            .map(|size| (size, "sum of PT_LOAD file sizes")),
+    };
+    let _ = std::fs::remove_file(&copy);
+    result
+}
+
+/// The total file size of an ELF64's `PT_LOAD` segments.
+fn loadable_bytes(elf: &[u8]) -> Option<u64> {
+    const PT_LOAD: u32 = 1;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let table = usize::try_from(u64_at(0x20)?).ok()?;
+    let (entry_size, entries) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
+    (0..entries).try_fold(0, |total, i| {
+        let header = table + i * entry_size;
+        let size = if u32_at(header)? == PT_LOAD { u64_at(header + 0x20)? } else { 0 };
+        Some(total + size)
+    })
+}
