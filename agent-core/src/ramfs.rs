@@ -22,7 +22,8 @@
 //!   emptied can store the same data again: fragmentation cannot strand
 //!   space. Freeing a chain is O(1) (the content records its last block).
 //!
-//! Every table has a free list; nothing is ever allocated after `new`.
+//! Every table is used from a high-water mark first, then from its free
+//! list, so `new` initializes nothing; nothing is ever allocated after it.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -136,6 +137,10 @@ pub struct Ramfs<'a> {
     free_entry: u32,
     free_content: u32,
     free_block: u32,
+    /// Entries at or above this index have never been used.
+    fresh_entry: u32,
+    /// Contents at or above this index have never been used.
+    fresh_content: u32,
     /// Blocks at or above this index have never been used.
     fresh_block: u32,
     usage: Usage,
@@ -168,20 +173,20 @@ impl<'a> Ramfs<'a> {
         let (next, rest) = <[u32]>::mut_from_prefix_with_elems(rest, block_count).map_err(|_| too_small)?;
         let blocks = &mut rest[..block_count * BLOCK_SIZE];
 
-        for (i, e) in entry_table.iter_mut().enumerate() {
-            *e = Entry::free(link(i + 1, entries));
-        }
-        for (i, c) in content_table.iter_mut().enumerate() {
-            *c = Content { first: link(i + 1, contents), last: NONE, refs: 0, _pad: 0, len: 0 };
-        }
+        // Nothing is initialized here: entries, contents and blocks are
+        // handed out from a high-water mark first (initialized as they are
+        // taken), then from their free lists. Start-up touches no table
+        // memory, which in a fresh VM is also memory the host never faults in.
         let mut fs = Ramfs {
             entries: entry_table,
             contents: content_table,
             next,
             blocks,
-            free_entry: 0,
-            free_content: 0,
+            free_entry: NONE,
+            free_content: NONE,
             free_block: NONE,
+            fresh_entry: 0,
+            fresh_content: 0,
             fresh_block: 0,
             usage: Usage {
                 blocks_used: 0,
@@ -246,11 +251,16 @@ impl<'a> Ramfs<'a> {
     }
 
     fn alloc_entry(&mut self) -> Result<u32, FsError> {
-        let i = self.free_entry;
-        if i == NONE {
+        let i = if self.free_entry != NONE {
+            let i = self.free_entry;
+            self.free_entry = self.entry(i).next_sibling;
+            i
+        } else if (self.fresh_entry as usize) < self.entries.len() {
+            self.fresh_entry += 1;
+            self.fresh_entry - 1
+        } else {
             return Err(FsError::TooManyEntries);
-        }
-        self.free_entry = self.entry(i).next_sibling;
+        };
         self.usage.entries_used += 1;
         Ok(i)
     }
@@ -310,11 +320,16 @@ impl<'a> Ramfs<'a> {
     }
 
     fn alloc_content(&mut self) -> Result<u32, FsError> {
-        let i = self.free_content;
-        if i == NONE {
+        let i = if self.free_content != NONE {
+            let i = self.free_content;
+            self.free_content = self.contents[i as usize].first;
+            i
+        } else if (self.fresh_content as usize) < self.contents.len() {
+            self.fresh_content += 1;
+            self.fresh_content - 1
+        } else {
             return Err(FsError::TooManyEntries);
-        }
-        self.free_content = self.contents[i as usize].first;
+        };
         self.contents[i as usize] = Content { first: NONE, last: NONE, refs: 1, _pad: 0, len: 0 };
         self.usage.contents_used += 1;
         Ok(i)
@@ -424,11 +439,6 @@ impl<'a> Ramfs<'a> {
         let bytes = &self.block(w.path_block)[..usize::from(w.path_len)];
         core::str::from_utf8(bytes).unwrap_or("/")
     }
-}
-
-/// Free-list link `i`, or `NONE` past the end of a table of `len`.
-fn link(i: usize, len: usize) -> u32 {
-    if i < len { i as u32 } else { NONE }
 }
 
 impl Entry {

@@ -47,11 +47,27 @@ pub struct QemuConfig {
     pub accel: Accel,
     /// Unix socket the host listens on; QEMU connects to it for the agent console.
     pub agent_socket: PathBuf,
+    /// Which virtio-serial port carries the agent console.
+    pub console: ConsolePort,
     /// Where the guest's debugcon (port 0xe9, defmt frames) goes: a Unix
     /// socket the host listens on, or a file.
     pub log: LogSink,
     /// The guest kernel command line.
     pub cmdline: String,
+}
+
+/// How the agent console is attached to the guest's `virtio-serial-device`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConsolePort {
+    /// A `virtserialport`, port 1 of a multiport device: the port the guest
+    /// drives. QEMU throttles a serial port whose socket is full, so
+    /// nothing is lost.
+    #[default]
+    SerialPort,
+    /// A `virtconsole` on port 0, for single-port drivers (the stock
+    /// virtio-drivers console the benchmark compares against). QEMU drops
+    /// console output the socket cannot take at once.
+    Console,
 }
 
 /// Where the guest log goes.
@@ -93,10 +109,14 @@ impl QemuConfig {
         cmd.arg("-kernel").arg(&self.guest);
         cmd.arg("-append").arg(&self.cmdline);
         cmd.arg("-chardev").arg(chardev_socket("agent", &self.agent_socket));
-        // A serial port, not `virtconsole`: QEMU drops console output the
-        // socket cannot take at once, while a serial port throttles. `nr=1`
-        // is the port the guest drives.
-        cmd.args(["-device", "virtio-serial-device", "-device", "virtserialport,chardev=agent,name=agent,nr=1"]);
+        cmd.args(["-device", "virtio-serial-device"]);
+        match self.console {
+            // A serial port, not `virtconsole`: QEMU drops console output
+            // the socket cannot take at once, while a serial port throttles.
+            // `nr=1` is the port the guest drives.
+            ConsolePort::SerialPort => cmd.args(["-device", "virtserialport,chardev=agent,name=agent,nr=1"]),
+            ConsolePort::Console => cmd.args(["-device", "virtconsole,chardev=agent,name=agent"]),
+        };
         match &self.log {
             LogSink::Socket(path) => {
                 cmd.arg("-chardev").arg(chardev_socket("log", path));

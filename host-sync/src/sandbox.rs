@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::guest_log::{self, GuestLog, LogTail};
 use crate::proto::{Handshake, HandshakeStep, ReadyInfo};
-use crate::qemu::{Accel, LogSink, QemuConfig, find_qemu};
+use crate::qemu::{Accel, ConsolePort, LogSink, QemuConfig, find_qemu};
 use crate::relay::Relay;
 
 /// How long a broken guest stream waits for QEMU's exit to be seen, so
@@ -181,6 +181,7 @@ impl Sandbox {
             memory_mib: config.memory_mib,
             accel: config.accel,
             agent_socket: agent_path,
+            console: ConsolePort::SerialPort,
             log: LogSink::Socket(log_path),
             cmdline: config.cmdline.clone(),
         };

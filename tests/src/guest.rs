@@ -1,21 +1,27 @@
-//! Booting the real guest under QEMU for end-to-end tests: locating the
-//! guest ELF, listening on the agent and log sockets before QEMU starts
-//! (QEMU connects to them), bounded waits, per-process CPU and memory
-//! readings, and decoding the guest's defmt log.
+//! Booting the real guest (and the benchmark's baseline guests) under QEMU
+//! for end-to-end tests: locating the ELFs, listening on the agent and log
+//! sockets before QEMU starts (QEMU connects to them), bounded waits,
+//! per-process CPU and memory readings, and decoding the guest's defmt log.
 
 use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use host_sync::qemu::{Accel, LogSink, QemuConfig, find_qemu};
+use host_sync::qemu::{Accel, ConsolePort, LogSink, QemuConfig, find_qemu};
 
 /// The environment variable naming the guest ELF (overrides the default).
 pub const GUEST_ENV: &str = "PICOSANDBOX_GUEST";
+/// The environment variable naming the boot-floor ELF (the benchmark's
+/// trivial PVH guest; overrides the default).
+pub const FLOOR_ENV: &str = "PICOSANDBOX_FLOOR";
+/// The environment variable naming the stock-driver echo ELF (the
+/// benchmark's `VirtIOConsole` echo; overrides the default).
+pub const STOCK_ECHO_ENV: &str = "PICOSANDBOX_STOCK_ECHO";
 
 /// Guest RAM for test boots: room for the image, its buffers and an arena.
 pub const TEST_MEMORY_MIB: u32 = 64;
@@ -33,18 +39,50 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 ///
 /// If the file does not exist, with a message saying how to build it.
 pub fn elf_path() -> PathBuf {
-    let path = match std::env::var_os(GUEST_ENV) {
+    locate_elf(GUEST_ENV, "unikernel", "run `cargo xtask guest`")
+}
+
+/// The boot-floor ELF: `$PICOSANDBOX_FLOOR`, else the `guest`-profile
+/// build in the workspace's target directory.
+///
+/// # Panics
+///
+/// If the file does not exist, with a message saying how to build it.
+pub fn floor_elf_path() -> PathBuf {
+    locate_elf(
+        FLOOR_ENV,
+        "floor",
+        "build it with `cargo build -p unikernel --target x86_64-unknown-none --profile guest --bin floor`",
+    )
+}
+
+/// The stock-driver echo ELF: `$PICOSANDBOX_STOCK_ECHO`, else the
+/// `guest`-profile build in the workspace's target directory.
+///
+/// # Panics
+///
+/// If the file does not exist, with a message saying how to build it.
+pub fn stock_echo_elf_path() -> PathBuf {
+    locate_elf(
+        STOCK_ECHO_ENV,
+        "stock_echo",
+        "build it with `DEFMT_LOG=info cargo build -p unikernel --target x86_64-unknown-none --profile guest \
+         --features stock-echo --bin stock_echo`",
+    )
+}
+
+/// `$env`, else `binary` of the `guest`-profile build in the workspace's
+/// target directory; panics with `how_to_build` if there is no such file.
+fn locate_elf(env: &str, binary: &str, how_to_build: &str) -> PathBuf {
+    let path = match std::env::var_os(env) {
         Some(path) => PathBuf::from(path),
         None => Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("tests/ has a parent")
-            .join("target/x86_64-unknown-none/guest/unikernel"),
+            .join("target/x86_64-unknown-none/guest")
+            .join(binary),
     };
-    assert!(
-        path.is_file(),
-        "guest ELF not found at {}: run `cargo xtask guest` (or set {GUEST_ENV} to the ELF)",
-        path.display()
-    );
+    assert!(path.is_file(), "ELF not found at {}: {how_to_build} (or set {env} to the ELF)", path.display());
     path
 }
 
@@ -84,7 +122,7 @@ fn socket_dir() -> PathBuf {
 }
 
 /// Accepts one connection, giving up at `deadline` or if `child` exits.
-fn accept_until(listener: &UnixListener, child: &mut Child, deadline: Instant) -> Result<UnixStream, String> {
+pub fn accept_until(listener: &UnixListener, child: &mut Child, deadline: Instant) -> Result<UnixStream, String> {
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     loop {
         match listener.accept() {
@@ -112,6 +150,7 @@ pub struct Guest {
     /// The agent console's byte stream.
     pub agent: UnixStream,
     log: Arc<Mutex<Vec<u8>>>,
+    first_log_at: Arc<OnceLock<Instant>>,
     log_reader: Option<JoinHandle<()>>,
     elf: Vec<u8>,
     dir: PathBuf,
@@ -123,8 +162,13 @@ impl Guest {
     /// Boots the guest ELF with `cmdline` under TCG (or KVM when a hardware
     /// module is loaded), its log on a socket.
     pub fn boot(cmdline: &str) -> Result<Guest, String> {
-        let elf_path = elf_path();
-        let elf = std::fs::read(&elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))?;
+        Guest::boot_elf(&elf_path(), ConsolePort::SerialPort, cmdline)
+    }
+
+    /// Boots `elf_path` like [`Guest::boot`], with the agent console on
+    /// `console`.
+    pub fn boot_elf(elf_path: &Path, console: ConsolePort, cmdline: &str) -> Result<Guest, String> {
+        let elf = std::fs::read(elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))?;
         let qemu = find_qemu().ok_or("qemu-system-x86_64 not found on PATH")?;
         let dir = socket_dir();
         let agent_socket = dir.join("agent.sock");
@@ -133,10 +177,11 @@ impl Guest {
         let log_listener = UnixListener::bind(&log_socket).map_err(|e| format!("bind log socket: {e}"))?;
         let config = QemuConfig {
             qemu,
-            guest: elf_path,
+            guest: elf_path.to_path_buf(),
             memory_mib: TEST_MEMORY_MIB,
             accel: Accel::Auto,
             agent_socket,
+            console,
             log: LogSink::Socket(log_socket),
             cmdline: cmdline.to_owned(),
         };
@@ -159,17 +204,19 @@ impl Guest {
             }
         };
         let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
+        let first_log_at = Arc::new(OnceLock::new());
+        let (sink, first) = (Arc::clone(&log), Arc::clone(&first_log_at));
         let log_reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = log_stream.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
+                first.get_or_init(Instant::now);
                 sink.lock().expect("log lock").extend_from_slice(&buf[..n]);
             }
         });
-        Ok(Guest { child, agent, log, log_reader: Some(log_reader), elf, dir, spawned_at })
+        Ok(Guest { child, agent, log, first_log_at, log_reader: Some(log_reader), elf, dir, spawned_at })
     }
 
     /// QEMU's process id.
@@ -180,6 +227,26 @@ impl Guest {
     /// The raw log bytes received so far.
     pub fn log_bytes(&self) -> Vec<u8> {
         self.log.lock().expect("log lock").clone()
+    }
+
+    /// When the first log byte arrived (as its reader saw it), if one has.
+    pub fn first_log_at(&self) -> Option<Instant> {
+        self.first_log_at.get().copied()
+    }
+
+    /// Waits until at least `n` raw log bytes have arrived; returns them.
+    pub fn wait_for_log_bytes(&self, n: usize, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let bytes = self.log_bytes();
+            if bytes.len() >= n {
+                return Some(bytes);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
     }
 
     /// The log decoded so far, one line per frame.

@@ -1,17 +1,22 @@
 //! End-to-end tests of the real guest under QEMU (TCG unless a hardware
 //! KVM module is loaded): it boots, echoes bytes over the virtio-console,
 //! logs decodable defmt frames, idles without burning CPU, and exits with
-//! status 0 on a clean power-off and non-zero on a panic.
+//! status 0 on a clean power-off and non-zero on a panic. Also the
+//! benchmark's two baseline guests: the boot floor writes its byte, and
+//! the stock-driver echo echoes correctly.
 //!
-//! They need the guest ELF (`cargo xtask guest`, or `PICOSANDBOX_GUEST`)
-//! and `qemu-system-x86_64`. Runs are serialised: measurements would
-//! otherwise compete for the machine's cores. Every wait is bounded.
+//! They need the guest ELF (`cargo xtask guest`, or `PICOSANDBOX_GUEST`),
+//! the baseline ELFs (`PICOSANDBOX_FLOOR`, `PICOSANDBOX_STOCK_ECHO`; see
+//! `tests::guest` for how to build them) and `qemu-system-x86_64`. Runs
+//! are serialised: measurements would otherwise compete for the machine's
+//! cores. Every wait is bounded.
 
 use std::io::{Read, Write};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tests::guest::{Guest, cpu_time, rss_kib};
+use host_sync::qemu::ConsolePort;
+use tests::guest::{Guest, cpu_time, floor_elf_path, rss_kib, stock_echo_elf_path};
 use tests::rng::Rng;
 
 /// How long the guest may take from spawn to its "ready" log line.
@@ -22,6 +27,17 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The log line the guest prints when it starts serving.
 const READY: &str = "picosandbox guest ready";
+/// The stock-driver echo's equivalent.
+const STOCK_READY: &str = "stock echo ready";
+/// The one byte the boot floor writes to its debug console.
+const FLOOR_BYTE: u8 = b'!';
+/// What the stock-driver echo test sends.
+const STOCK_ECHO_BYTES: usize = 256 * 1024;
+/// The stock-driver echo test sends in lock-step pieces of this size: well
+/// under the socket buffer QEMU writes the echo into (about 208 KiB by
+/// Linux's default), so QEMU's `virtconsole`, which drops what the socket
+/// cannot take at once, has nothing to drop however late the test reads.
+const STOCK_ECHO_STEP: usize = 64 * 1024;
 /// The idle measurement window and the CPU share allowed in it.
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
 const IDLE_CPU_MAX: f64 = 0.05;
@@ -175,4 +191,41 @@ fn panic_exits_non_zero() {
     // isa-debug-exit: value 1 (panic) -> status (1 << 1) | 1.
     assert_eq!(status.code(), Some(3), "panic exit: {status}; log: {lines:#?}");
     assert!(lines.iter().any(|l| l.contains("panic at") && l.contains("panic requested by mode=panic")), "{lines:#?}");
+}
+
+#[test]
+fn floor_guest_writes_its_byte() {
+    let _qemu = one_qemu();
+    let elf = floor_elf_path();
+    let guest = Guest::boot_elf(&elf, ConsolePort::SerialPort, "")
+        .unwrap_or_else(|e| panic!("booting the floor guest {}: {e}", elf.display()));
+    let log = guest.wait_for_log_bytes(1, BOOT_TIMEOUT).expect("the floor guest wrote nothing to its debug console");
+    assert_eq!(log, [FLOOR_BYTE], "the floor guest's debug console output");
+    let arrived = guest.first_log_at().expect("a log byte arrived");
+    println!("spawn -> floor byte: {:.1} ms", (arrived - guest.spawned_at).as_secs_f64() * 1e3);
+}
+
+#[test]
+fn stock_echo_round_trips_256_kibibytes() {
+    let _qemu = one_qemu();
+    let elf = stock_echo_elf_path();
+    let mut guest = Guest::boot_elf(&elf, ConsolePort::Console, "")
+        .unwrap_or_else(|e| panic!("booting the stock echo guest {}: {e}", elf.display()));
+    let ready = guest.wait_for_log(STOCK_READY, BOOT_TIMEOUT);
+    println!("spawn -> `{STOCK_READY}`: {:.1} ms", guest.spawned_at.elapsed().as_secs_f64() * 1e3);
+    assert!(ready.is_some(), "no `{STOCK_READY}` line; log: {:#?}", guest.log_lines());
+    let data = pseudo_random(STOCK_ECHO_BYTES, 0x570c);
+    let started = Instant::now();
+    for piece in data.chunks(STOCK_ECHO_STEP) {
+        let (echoed, _) = echo(&mut guest, piece);
+        assert_same(&echoed, piece);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "stock echo of {} KiB in {} KiB steps: {:.1} ms, {:.1} MB/s",
+        STOCK_ECHO_BYTES / 1024,
+        STOCK_ECHO_STEP / 1024,
+        elapsed.as_secs_f64() * 1e3,
+        megabytes_per_second(STOCK_ECHO_BYTES, elapsed)
+    );
 }

@@ -7,7 +7,12 @@
 //! the first 4 GiB with 2 MiB pages (RAM and, above 3 GiB, the uncached
 //! MMIO window: virtio-mmio at 0xfeb00000, the IOAPICs at 0xfec00000 and
 //! 0xfec10000, the LAPIC at 0xfee00000), enables long mode, loads the GDT
-//! and calls [`crate::kernel_main`] with the `hvm_start_info` address.
+//! and calls `kernel_main` with the `hvm_start_info` address.
+//!
+//! `kernel_main` is the binary's entry point: every binary that links this
+//! library defines it, unmangled, as
+//! `extern "C" fn kernel_main(start_info: u32) -> !`. It is called on the
+//! main stack with interrupts off.
 
 use core::arch::{asm, global_asm};
 use core::mem::size_of;
@@ -61,6 +66,11 @@ struct GuardedStack {
 /// Used only as the CPU stack (set up by the trampoline).
 static MAIN_STACK: StaticCell<GuardedStack> =
     StaticCell::new(GuardedStack { guard: [0; PAGE_SIZE], stack: [0; MAIN_STACK_SIZE] });
+
+unsafe extern "C" {
+    /// The binary's entry point (see the module documentation).
+    fn kernel_main(start_info: u32) -> !;
+}
 
 global_asm!(
     // The PVH note: type 18 (XEN_ELFNOTE_PHYS32_ENTRY), name "Xen". For an
@@ -169,7 +179,7 @@ global_asm!(
     gdt_size = const crate::interrupts::GDT_SIZE,
     code_selector = const crate::interrupts::CODE_SELECTOR,
     data_selector = const crate::interrupts::DATA_SELECTOR,
-    main = sym crate::kernel_main,
+    main = sym kernel_main,
 );
 
 /// Unmaps the page below the main stack: the 2 MiB page that holds it is

@@ -23,7 +23,7 @@ const QEMU_LAPIC_HZ: u64 = 1_000_000_000;
 /// microsecond under TCG; across boots the result spreads by about
 /// +-10 ppm at 2 ms (+-2 ppm at 5 ms), which is what a 2 ms longer boot
 /// would buy.
-const CALIBRATION_MIN_NS: u64 = 2_000_000;
+const CALIBRATION_MIN_NS: u64 = 500_000;
 /// TSC ticks after which calibration gives up on a LAPIC timer that does
 /// not count (seconds at any plausible TSC rate) instead of hanging.
 const CALIBRATION_TSC_LIMIT: u64 = 1 << 36;

@@ -34,9 +34,9 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 
-use crate::cpu;
-use crate::hal::IdentityHal;
-use crate::static_cell::StaticCell;
+use unikernel::cpu;
+use unikernel::hal::IdentityHal;
+use unikernel::static_cell::StaticCell;
 
 /// The port the agent uses: host-sync attaches its `virtserialport` as
 /// `nr=1`, the first port a multiport device offers besides the console.

@@ -1,6 +1,11 @@
 //! The picosandbox guest: a PVH unikernel for QEMU microvm that serves the
 //! agent (or, for measurements, a raw echo) over a virtio-console.
 //!
+//! The platform (boot, interrupts, clock, discovery, logging, exits) is
+//! the `unikernel` library; this binary adds its console driver
+//! ([`console`]), its command line ([`cmdline`]) and the free-RAM arena
+//! ([`memory`]).
+//!
 //! Boot order: descriptor tables and the stack guard, the LAPIC (and the
 //! start of the TSC calibration), the boot information, the console and its
 //! interrupt route, the end of the calibration, the free-RAM arena; then
@@ -9,32 +14,25 @@
 #![no_std]
 #![no_main]
 
-mod apic;
-mod boot;
-mod boot_info;
-mod clock;
 mod cmdline;
 mod console;
-mod cpu;
-mod hal;
-mod interrupts;
-mod log;
 mod memory;
-mod platform;
-mod static_cell;
-mod virtio;
 
 use agent_core::driver::{self, Clock, Exit, Platform, PowerOff};
 use agent_core::ramfs::Ramfs;
 use agent_core::{Agent, Config};
 use embedded_io::{Read, ReadReady, Write};
 
-use crate::boot_info::BootInfo;
-use crate::clock::TscClock;
+use unikernel::boot_info::{self, BootInfo};
+use unikernel::clock::{self, TscClock};
+use unikernel::platform::{self, ExitCode, MicrovmPlatform};
+use unikernel::static_cell::StaticCell;
+use unikernel::{apic, boot, cpu, interrupts, virtio};
+
 use crate::cmdline::Mode;
 use crate::console::Console;
-use crate::platform::{ExitCode, MicrovmPlatform};
-use crate::static_cell::StaticCell;
+
+unikernel::global_logger!();
 
 /// Echo mode's copy buffer: one read drains up to 64 receive buffers (half
 /// of those posted) and one write fills up to 8 transmit buffers, so the
@@ -52,6 +50,9 @@ const AGENT_TX_BYTES: usize = 1024 * 1024;
 
 /// The Rust entry point, called by the boot trampoline with the address of
 /// `hvm_start_info` (`%ebx` at the PVH entry). Interrupts are off.
+// SAFETY: the one definition of the entry symbol the boot trampoline
+// calls, with the signature it declares.
+#[unsafe(no_mangle)]
 extern "C" fn kernel_main(start_info: u32) -> ! {
     let tsc_origin = cpu::rdtsc();
     interrupts::init();
@@ -252,15 +253,4 @@ fn console_or_exit<T>(result: Result<T, console::ConsoleError>) -> T {
         defmt::error!("console failed: {}", e);
         platform::exit_failure(ExitCode::Console)
     })
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    match info.location() {
-        Some(at) => {
-            defmt::error!("panic at {=str}:{=u32}: {}", at.file(), at.line(), defmt::Display2Format(&info.message()))
-        }
-        None => defmt::error!("panic: {}", defmt::Display2Format(&info.message())),
-    }
-    platform::exit_failure(ExitCode::Panic)
 }

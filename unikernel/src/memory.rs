@@ -6,8 +6,8 @@
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::boot::PAGE_SIZE;
-use crate::boot_info::RamRegion;
+use unikernel::boot::PAGE_SIZE;
+use unikernel::boot_info::RamRegion;
 
 /// Below 1 MiB lie the legacy areas, the loader's own data and the boot
 /// information; the arena never starts there (nor at address 0).

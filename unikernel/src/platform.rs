@@ -39,12 +39,14 @@ pub enum ExitCode {
 
 /// Makes QEMU exit with a failure status.
 pub fn exit_failure(code: ExitCode) -> ! {
+    crate::log::flush();
     cpu::outb(DEBUG_EXIT_PORT, code as u8);
     cpu::halt_forever()
 }
 
 /// Makes QEMU exit with status 0.
 pub fn shutdown() -> ! {
+    crate::log::flush();
     // SAFETY: the GED's registers are identity-mapped and uncached; a
     // write of S5 to sleep control asks QEMU to shut down.
     unsafe { core::ptr::write_volatile(GED_SLEEP_CONTROL as *mut u8, GED_SLEEP_S5) };
@@ -77,11 +79,22 @@ impl MicrovmPlatform {
 impl Platform for MicrovmPlatform {
     /// Arms the LAPIC one-shot timer for the deadline (longer waits are cut
     /// at the timer's 32-bit range, about 4.3 s, and the caller waits
-    /// again), then halts until any interrupt.
+    /// again), then halts until any interrupt. Buffered log bytes that are
+    /// due go out first (then it returns: the caller checks again).
     fn wait(&mut self, deadline_ns: Option<u64>) {
-        match deadline_ns {
+        let now = self.timebase.now_ns();
+        // Buffered log bytes go out when due, and the wait ends by then.
+        let log_due = crate::log::flush_due_us().map(|us| us.saturating_mul(1000));
+        if log_due.is_some_and(|due| due <= now) {
+            crate::log::flush();
+            return;
+        }
+        let deadline = match (deadline_ns, log_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match deadline {
             Some(deadline) => {
-                let now = self.timebase.now_ns();
                 if deadline <= now {
                     return;
                 }

@@ -1,5 +1,6 @@
 //! `cargo xtask guest`: builds the guest unikernel (the ELF QEMU boots)
-//! and reports its stripped size.
+//! and reports its stripped size. Also builds the benchmark's two
+//! baseline guests ([`build_bench_guests`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,24 @@ const PROFILE: &str = "guest";
 const DEFMT_LOG: &str = "info";
 /// The size the stripped guest must stay well under.
 const SIZE_BUDGET_BYTES: u64 = 128 * 1024;
+/// The boot-floor binary: a PVH guest that writes one byte and halts.
+const FLOOR_BIN: &str = "floor";
+/// The stock-driver echo binary, and the feature it needs (virtio-drivers'
+/// console driver and a heap, which the guest itself never has).
+const STOCK_ECHO_BIN: &str = "stock_echo";
+const STOCK_ECHO_FEATURE: &str = "stock-echo";
+
+/// The benchmark's baseline guests.
+#[derive(Debug, Clone)]
+pub struct BenchGuests {
+    /// The boot floor: spawn -> its one debug-console byte is the floor
+    /// under the guest's spawn -> `core.ready`.
+    pub floor: PathBuf,
+    /// The raw echo through virtio-drivers' `VirtIOConsole`; boot it with
+    /// the agent console as a `virtconsole` (host-sync's
+    /// `ConsolePort::Console`).
+    pub stock_echo: PathBuf,
+}
 
 /// Builds the guest and returns the path of its ELF.
 pub fn build() -> Result<PathBuf> {
@@ -25,6 +44,23 @@ pub fn build() -> Result<PathBuf> {
         return Err(format!("the build produced no {}", elf.display()));
     }
     Ok(elf)
+}
+
+/// Builds the benchmark's baseline guests (same target and profile as the
+/// guest, each binary on its own so the guest's artifact is untouched) and
+/// returns their ELFs.
+pub fn build_bench_guests() -> Result<BenchGuests> {
+    ensure_guest_target()?;
+    let build = |bin: &str, features: &[&str]| -> Result<PathBuf> {
+        let mut args = vec!["build", "-p", PACKAGE, "--target", GUEST_TARGET, "--profile", PROFILE, "--bin", bin];
+        for feature in features {
+            args.extend(["--features", feature]);
+        }
+        run(cargo(&args).env("DEFMT_LOG", DEFMT_LOG))?;
+        let elf = target_dir().join(GUEST_TARGET).join(PROFILE).join(bin);
+        if elf.is_file() { Ok(elf) } else { Err(format!("the build produced no {}", elf.display())) }
+    };
+    Ok(BenchGuests { floor: build(FLOOR_BIN, &[])?, stock_echo: build(STOCK_ECHO_BIN, &[STOCK_ECHO_FEATURE])? })
 }
 
 /// `cargo xtask guest`: build, then print the ELF's path and stripped size.

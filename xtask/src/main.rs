@@ -106,7 +106,11 @@ fn test(args: &[&str]) -> Result {
     run(cargo(&["clippy", "--workspace", "--exclude", "unikernel", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo(&["clippy", "-p", "unikernel", "--target", GUEST_TARGET, "--profile", "guest", "--", "-D", "warnings"]))?;
     let guest = guest::build()?;
-    run(cargo(&["test", "--workspace", "--exclude", "unikernel"]).env("PICOSANDBOX_GUEST", guest))?;
+    let bench_guests = guest::build_bench_guests()?;
+    run(cargo(&["test", "--workspace", "--exclude", "unikernel"])
+        .env("PICOSANDBOX_GUEST", guest)
+        .env("PICOSANDBOX_FLOOR", &bench_guests.floor)
+        .env("PICOSANDBOX_STOCK_ECHO", &bench_guests.stock_echo))?;
     no_std_checks()
 }
 
