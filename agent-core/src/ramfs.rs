@@ -49,6 +49,13 @@ pub const MIN_ENTRIES: usize = 16;
 /// snapshots held by reads (the agent's session bound).
 pub const MAX_OPEN: usize = crate::MAX_SESSIONS;
 
+/// Bytes of table space per entry (file or directory), name included.
+pub const ENTRY_BYTES: usize = size_of::<Entry>();
+
+/// Bytes of table space per file content (on top of its blocks, and of the
+/// unused tail of its last block).
+pub const CONTENT_BYTES: usize = size_of::<Content>();
+
 const NONE: u32 = u32::MAX;
 const ROOT: u32 = 0;
 

@@ -474,3 +474,27 @@ fn shutdown_aborts_sessions_then_powers_off() {
     assert_eq!(host.agent.state(), State::Off);
     assert_eq!(host.agent.fs().usage().contents_used, 2, "the staged write was dropped");
 }
+
+#[test]
+fn the_agent_and_its_tables_have_fixed_small_sizes() {
+    use agent_core::ramfs::{BLOCK_SIZE, CONTENT_BYTES, ENTRY_BYTES, Ramfs};
+    let agent = std::mem::size_of::<agent_core::Agent<'static, Ramfs<'static>>>();
+    println!(
+        "Agent<Ramfs>: {agent} bytes (+ {} rx + outbox); ramfs: {ENTRY_BYTES} bytes per entry, \
+         {CONTENT_BYTES} per file content, {BLOCK_SIZE}-byte blocks + 4 bytes each; {} sessions",
+        agent_core::MIN_RX_BUFFER,
+        agent_core::MAX_SESSIONS
+    );
+    assert!(agent <= 48 * 1024, "the agent grew to {agent} bytes");
+    assert_eq!((ENTRY_BYTES, CONTENT_BYTES), (288, 24));
+    // A file costs one entry, one content and its blocks; a directory one entry.
+    let mut host = Host::new(1 << 20, Config::default());
+    host.handshake();
+    let before = host.agent.fs().usage();
+    host.ok(1, FsOp::Mkdir { path: "/d" });
+    host.write(2, "/d/f", None, &[1; 5000], 5000);
+    let after = host.agent.fs().usage();
+    assert_eq!(after.entries_used - before.entries_used, 2);
+    assert_eq!(after.contents_used - before.contents_used, 1);
+    assert_eq!(after.blocks_used - before.blocks_used, 2);
+}

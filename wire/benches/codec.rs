@@ -198,7 +198,7 @@ fn main() {
     bench_case::<RefFsRequest>(
         &mut rows,
         "Stat request",
-        |buf| wire::encode_frame(1, &FsRequest { op: FsOp::Stat { path: "/etc/hosts" } }, buf).unwrap(),
+        |buf| wire::encode_frame(1, &FsRequest { op: FsOp::Stat { path: black_box("/etc/hosts") } }, buf).unwrap(),
         || ref_encode("core.fs.request", 1, 2, &RefFsRequest { op: RefFsOp::Stat { path: "/etc/hosts".into() } }),
     );
 
@@ -217,7 +217,8 @@ fn main() {
         &mut rows,
         "List response, 50 entries",
         |buf| {
-            let response = FsResponse { ok: true, error: None, data: Some(FsResponseData::List(&wire_list[..])) };
+            let entries = black_box(&wire_list[..]);
+            let response = FsResponse { ok: true, error: None, data: Some(FsResponseData::List(entries)) };
             wire::encode_frame(2, &response, buf).unwrap()
         },
         || {
@@ -231,10 +232,10 @@ fn main() {
         "Ready",
         |buf| {
             let ready = Ready {
-                boot_time_ns: 1_234_567,
-                init_time_ns: 890_123,
-                ready_time_ns: 2_345_678_901,
-                agent_version: "0.1.0",
+                boot_time_ns: black_box(1_234_567),
+                init_time_ns: black_box(890_123),
+                ready_time_ns: black_box(2_345_678_901),
+                agent_version: black_box("0.1.0"),
             };
             wire::encode_frame(0, &ready, buf).unwrap()
         },
@@ -255,7 +256,7 @@ fn main() {
         bench_case::<RefFsData>(
             &mut rows,
             name,
-            move |buf| wire::encode_frame(3, &FsData { data: data_ref }, buf).unwrap(),
+            move |buf| wire::encode_frame(3, &FsData { data: black_box(data_ref) }, buf).unwrap(),
             move || ref_encode("core.fs.data", 3, 0, &RefFsData { data: data_ref.clone() }),
         );
     }
