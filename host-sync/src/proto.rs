@@ -127,6 +127,7 @@ pub fn check_generation(t: MessageType, agreed: u8) -> Result<()> {
 /// inside `[start, end)`.
 #[derive(Debug, Clone)]
 pub struct Ids {
+    start: u32,
     next: u32,
     end: u32,
 }
@@ -134,7 +135,7 @@ pub struct Ids {
 impl Ids {
     /// Ids in `[start, end)`; 0 is never handed out (it is the control id).
     pub fn new(start: u32, end: u32) -> Ids {
-        Ids { next: start.max(1), end }
+        Ids { start: start.max(1), next: start.max(1), end }
     }
 
     /// The next fresh id.
@@ -148,7 +149,7 @@ impl Ids {
 
     /// Whether `id` lies in this range (allocated or not).
     pub fn contains(&self, id: u32) -> bool {
-        id != 0 && id < self.end
+        (self.start..self.end).contains(&id)
     }
 }
 
@@ -280,6 +281,8 @@ mod tests {
         assert_eq!([ids.allocate().unwrap(), ids.allocate().unwrap(), ids.allocate().unwrap()], [1, 2, 3]);
         assert!(matches!(ids.allocate(), Err(Error::IdsExhausted)));
         assert!(ids.contains(3) && !ids.contains(0) && !ids.contains(4));
+        let slot = Ids::new(33_554_432, 67_108_863);
+        assert!(slot.contains(33_554_432) && !slot.contains(1) && !slot.contains(67_108_863));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   outside its range is dropped, except `core.shutdown` (id 0, SHUTDOWN
 //!   flag).
 //! - When a client leaves, the guest gets `core.relay.client.disconnected`
-//!   for the slot's range and drops its sessions.
+//!   for the slot's range and drops its sessions; the slot then rests for
+//!   [`SLOT_QUARANTINE_NS`] before a new client gets its ids.
 //!
 //! Bounds: a frame is at most [`wire::MAX_FRAME_BYTES`]; each client has an
 //! outgoing queue of [`CLIENT_QUEUE_BYTES`]; a client that leaves it full
@@ -48,24 +49,30 @@ pub const CLIENT_QUEUE_BYTES: usize = 4 * wire::MAX_FRAME_BYTES;
 /// How long a client may leave its queue full before it is disconnected.
 pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a freed slot rests before another client gets it. Frames the
+/// guest sent for the departed client before it handled the disconnect
+/// notice may still be on their way; a new client in the same slot reuses
+/// the same ids, so it must not see them. The guest-to-relay pipeline
+/// drains in milliseconds; a second leaves a wide margin.
+pub const SLOT_QUARANTINE_NS: u64 = 1_000_000_000;
+
 /// A client slot index.
 pub type Slot = usize;
 
-/// The relay's routing decisions, without I/O.
+/// The relay's routing decisions, without I/O. Time is passed in as
+/// monotonic nanoseconds.
 #[derive(Debug, Clone)]
 pub struct RelayCore {
     attached: [bool; RELAY_SLOTS],
-    /// Where the next search for a free slot starts: slots are handed out
-    /// round-robin, so a slot just freed is reused last (late guest frames
-    /// for a departed client rarely meet a new one).
-    next: Slot,
+    /// When each slot was last freed (`None`: never used).
+    freed_at: [Option<u64>; RELAY_SLOTS],
     /// Client frames dropped for an id outside the client's range.
     pub refused: u64,
 }
 
 impl Default for RelayCore {
     fn default() -> Self {
-        RelayCore { attached: [false; RELAY_SLOTS], next: 0, refused: 0 }
+        RelayCore { attached: [false; RELAY_SLOTS], freed_at: [None; RELAY_SLOTS], refused: 0 }
     }
 }
 
@@ -87,17 +94,22 @@ impl RelayCore {
         (slot < RELAY_SLOTS && !id.is_multiple_of(SLOT_STEP)).then_some(slot)
     }
 
-    /// Takes a free slot, if any.
-    pub fn attach(&mut self) -> Option<Slot> {
-        let slot = (0..RELAY_SLOTS).map(|i| (self.next + i) % RELAY_SLOTS).find(|&s| !self.attached[s])?;
+    /// Takes a free slot, if any: a never-used slot first (lowest index),
+    /// else the one freed longest ago, once its [`SLOT_QUARANTINE_NS`] has
+    /// passed. `None` when every slot is taken or resting.
+    pub fn attach(&mut self, now_ns: u64) -> Option<Slot> {
+        let slot = (0..RELAY_SLOTS)
+            .filter(|&s| !self.attached[s])
+            .filter(|&s| self.freed_at[s].is_none_or(|t| now_ns.saturating_sub(t) >= SLOT_QUARANTINE_NS))
+            .min_by_key(|&s| (self.freed_at[s].is_some(), self.freed_at[s], s))?;
         self.attached[slot] = true;
-        self.next = (slot + 1) % RELAY_SLOTS;
         Some(slot)
     }
 
-    /// Frees a slot; returns the frame that tells the guest.
-    pub fn detach(&mut self, slot: Slot) -> Vec<u8> {
+    /// Frees a slot at `now_ns`; returns the frame that tells the guest.
+    pub fn detach(&mut self, slot: Slot, now_ns: u64) -> Vec<u8> {
         self.attached[slot] = false;
+        self.freed_at[slot] = Some(now_ns);
         let base = slot as u32 * SLOT_STEP;
         let end = base.saturating_add(SLOT_STEP);
         frame(0, &RelayClientDisconnected { id_start: base, id_end_exclusive: end })
@@ -201,12 +213,20 @@ struct Attached {
 
 struct Shared {
     core: Mutex<RelayCore>,
+    /// The relay's time origin, for [`RelayCore`]'s clock.
+    started: Instant,
     clients: Mutex<Vec<Option<Attached>>>,
     guest: Mutex<UnixStream>,
     ready: ReadyInfo,
     stopped: AtomicBool,
     /// Guest frames that no attached client owned.
     dropped: AtomicU64,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
 }
 
 /// A running relay.
@@ -222,6 +242,7 @@ impl Relay {
         let reader = guest.try_clone()?;
         let shared = Arc::new(Shared {
             core: Mutex::new(RelayCore::new()),
+            started: Instant::now(),
             clients: Mutex::new((0..RELAY_SLOTS).map(|_| None).collect()),
             guest: Mutex::new(guest),
             ready,
@@ -300,12 +321,12 @@ fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
 
 /// Greets a new client and starts its threads.
 fn attach(shared: &Arc<Shared>, mut stream: UnixStream) -> Result<()> {
-    let Some(slot) = lock(&shared.core).attach() else {
+    let Some(slot) = lock(&shared.core).attach(shared.now_ns()) else {
         return Err(io::Error::new(io::ErrorKind::QuotaExceeded, "the relay has no free client slot").into());
     };
     let greeting = RelayCore::greeting(slot, &shared.ready.frame);
     if let Err(e) = stream.write_all(&greeting) {
-        lock(&shared.core).detach(slot);
+        lock(&shared.core).detach(slot, shared.now_ns());
         return Err(e.into());
     }
     let out = Arc::new(Outbound { queue: Mutex::new(Queue::default()), changed: Condvar::new() });
@@ -345,7 +366,7 @@ fn client_loop(shared: Arc<Shared>, slot: Slot, mut stream: UnixStream) {
         a.out.close();
         let _ = a.stream.shutdown(std::net::Shutdown::Both);
     }
-    let bye = lock(&shared.core).detach(slot);
+    let bye = lock(&shared.core).detach(slot, shared.now_ns());
     if !shared.stopped.load(Ordering::SeqCst) {
         let _ = lock(&shared.guest).write_all(&bye);
     }
@@ -391,22 +412,32 @@ mod tests {
     }
 
     #[test]
-    fn attach_is_round_robin_and_bounded() {
+    fn attach_is_bounded_and_freed_slots_rest_before_reuse() {
         let mut core = RelayCore::new();
-        let slots: Vec<_> = (0..RELAY_SLOTS).map(|_| core.attach().unwrap()).collect();
+        let slots: Vec<_> = (0..RELAY_SLOTS).map(|_| core.attach(0).unwrap()).collect();
         assert_eq!(slots, (0..RELAY_SLOTS).collect::<Vec<_>>());
-        assert_eq!(core.attach(), None, "the 129th client is refused");
-        core.detach(3);
-        core.detach(5);
-        assert_eq!(core.attach(), Some(3));
-        assert_eq!(core.clients(), RELAY_SLOTS - 1);
+        assert_eq!(core.attach(0), None, "the 129th client is refused");
+        core.detach(5, 100);
+        core.detach(3, 200);
+        assert_eq!(core.attach(100 + SLOT_QUARANTINE_NS - 1), None, "both still resting");
+        assert_eq!(core.attach(200 + SLOT_QUARANTINE_NS), Some(5), "the one freed first");
+        assert_eq!(core.attach(200 + SLOT_QUARANTINE_NS), Some(3));
+        assert_eq!(core.clients(), RELAY_SLOTS);
+    }
+
+    #[test]
+    fn never_used_slots_go_before_freed_ones() {
+        let mut core = RelayCore::new();
+        let a = core.attach(0).unwrap();
+        core.detach(a, 0);
+        assert_eq!(core.attach(10 * SLOT_QUARANTINE_NS), Some(1));
     }
 
     #[test]
     fn routing_and_admission_follow_the_ranges() {
         let mut core = RelayCore::new();
-        let a = core.attach().unwrap();
-        let b = core.attach().unwrap();
+        let a = core.attach(0).unwrap();
+        let b = core.attach(0).unwrap();
         let (b_start, b_end) = RelayCore::range(b);
         assert_eq!(core.route(b_start), Some(b));
         assert_eq!(core.route(b_end - 1), Some(b));
@@ -426,7 +457,7 @@ mod tests {
         assert_eq!(&g[4..8], &201_326_586u32.to_be_bytes());
         assert_eq!(&g[8..], &ready[..]);
         let mut core = RelayCore::new();
-        let bye = core.detach(5);
+        let bye = core.detach(5, 0);
         let m = wire::Message::decode_bytes(&bye).unwrap();
         assert_eq!(
             m.body,

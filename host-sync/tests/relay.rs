@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::booted_guest;
-use host_sync::relay::{RELAY_SLOTS, RelayCore};
+use host_sync::relay::{RELAY_SLOTS, RelayCore, SLOT_QUARANTINE_NS};
 use host_sync::{Client, ClientOptions, Relay};
 
 fn socket_path(name: &str) -> PathBuf {
@@ -161,6 +161,10 @@ fn the_relay_holds_128_clients_and_refuses_the_next() {
     assert_eq!(extra.read_to_end(&mut buf).unwrap(), 0, "no greeting for the 129th client");
     drop(clients.pop());
     wait_until("a slot to free up", || relay.clients() == RELAY_SLOTS - 1);
+    // The freed slot rests first, so late answers meant for its old client
+    // cannot reach a new one.
+    assert!(Client::connect(&socket).is_err(), "a resting slot is not handed out");
+    std::thread::sleep(Duration::from_nanos(SLOT_QUARANTINE_NS));
     Client::connect(&socket).unwrap().ping().unwrap();
 }
 
