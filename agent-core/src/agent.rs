@@ -136,7 +136,8 @@ pub enum State {
 /// Counters, for tests and the guest log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Complete frames received.
+    /// Complete frames received and handled (a frame deferred for outbox
+    /// room counts once, when it is handled).
     pub frames_received: u64,
     /// `core.error` frames sent.
     pub core_errors_sent: u64,
@@ -373,7 +374,10 @@ impl<'b, F: Filesystem> Agent<'b, F> {
                 break;
             }
             match self.core.handle(frame, now_ns, &mut self.paths) {
-                Handled::Done => self.rx.start += consumed,
+                Handled::Done => {
+                    self.core.stats.frames_received += 1;
+                    self.rx.start += consumed;
+                }
                 Handled::Later => break,
             }
         }
@@ -529,7 +533,6 @@ impl<F: Filesystem> Core<'_, F> {
     }
 
     fn handle(&mut self, frame: wire::Frame<'_>, now_ns: u64, paths: &mut [PathBuf; 2]) -> Handled {
-        self.stats.frames_received += 1;
         let envelope = match Envelope::decode(frame.body) {
             Ok(envelope) => envelope,
             Err(e) => {
