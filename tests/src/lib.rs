@@ -6,4 +6,5 @@ pub mod guest;
 pub mod harness;
 pub mod hostfs;
 pub mod rng;
+pub mod sim;
 pub mod vectors;

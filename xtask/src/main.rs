@@ -3,9 +3,11 @@
 //! Every command prints what it runs, and stops at the first failure with
 //! a non-zero exit status.
 
+mod bench;
 mod fuzz;
 mod guest;
 mod run;
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -17,11 +19,15 @@ Commands:
   run [--demo]           build everything, boot a sandbox and open a shell in it; with --demo
                          (or when stdin is not a terminal) run the checked scripted demo
   test                   formatting, clippy, every test, no_std build checks (what CI runs)
-  bench [wire]           benchmarks; `wire` runs only the codec benchmark
+  bench [wire]           every benchmark against its baseline, into target/bench/report.md
+                         and report.json; `wire` runs only the codec benchmark
   fuzz wire [--seconds N] [--target decode|roundtrip]
                          fuzz the codec with libFuzzer (default 60 s per target),
                          seeded from the golden vectors
   guest                  build the guest unikernel; print its ELF path and stripped size
+  sim --seed S | [--seeds N] [--start S] [--minutes M] [--seconds S] [--options K=V,...]
+                         deterministic simulation of agent and host (release build):
+                         replay one seed, or sweep seeds from S (default: from the clock)
   help                   this text
 ";
 
@@ -33,11 +39,11 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["test", rest @ ..] => test(rest),
-        ["bench"] => bench_wire(),
-        ["bench", "wire"] => bench_wire(),
+        ["bench", rest @ ..] => bench::command(rest),
         ["fuzz", "wire", rest @ ..] => fuzz::command(rest),
         ["guest"] => guest::command(),
         ["run", rest @ ..] => run::command(rest),
+        ["sim", rest @ ..] => sim::command(rest),
         [] | ["help" | "--help" | "-h", ..] => {
             print!("{HELP}");
             Ok(())
@@ -111,7 +117,9 @@ fn test(args: &[&str]) -> Result {
         .env("PICOSANDBOX_GUEST", guest)
         .env("PICOSANDBOX_FLOOR", &bench_guests.floor)
         .env("PICOSANDBOX_STOCK_ECHO", &bench_guests.stock_echo))?;
-    no_std_checks()
+    no_std_checks()?;
+    sim::sweep_for_test()?;
+    Ok(())
 }
 
 /// Builds each `no_std` crate for the bare-metal target and checks its
@@ -148,9 +156,4 @@ fn check_no_alloc(dir: &Path) -> Result {
         }
     }
     Ok(())
-}
-
-fn bench_wire() -> Result {
-    let out = root().join("target/bench");
-    run(cargo(&["bench", "-p", "wire", "--bench", "codec"]).env("BENCH_OUT_DIR", &out))
 }

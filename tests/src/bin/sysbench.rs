@@ -180,12 +180,23 @@ impl Drop for RawGuest {
 fn boot(o: &Options, rows: &mut Vec<Row>) {
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     let (mut guest_boot, mut guest_ready) = (Vec::new(), Vec::new());
+    let (mut first_rtt, mut warm_rtt) = (Vec::new(), Vec::new());
     for _ in 0..o.runs + 2 {
         let s = sandbox(&o.guest, MEMORY_MIB, "");
         let t = s.boot_times();
         ours.push(t.spawn_to_ready.as_secs_f64() * 1e3);
         guest_boot.push(t.guest_boot_ns as f64 / 1e6);
         guest_ready.push(t.guest_ready_ns as f64 / 1e6);
+        // The first request runs guest code for the first time (under TCG:
+        // translated on the spot); later ones show the warm round trip.
+        let rtt = |s: &Sandbox| {
+            let start = Instant::now();
+            s.fs().stat("/").expect("stat /");
+            start.elapsed().as_secs_f64() * 1e3
+        };
+        first_rtt.push(rtt(&s));
+        let warm = Samples::collect(20, || rtt(&s));
+        warm_rtt.push(warm.median());
         drop(s);
         // The floor: the same command line booting a guest that writes
         // one byte to its debug console and halts.
@@ -204,6 +215,10 @@ fn boot(o: &Options, rows: &mut Vec<Row>) {
     );
     rows.push(Row::plain("boot", "guest-reported power-on -> agent entry", "ms", Samples::new(guest_boot)));
     rows.push(Row::plain("boot", "guest-reported power-on -> core.ready", "ms", Samples::new(guest_ready)));
+    rows.push(
+        Row::plain("boot", "first request after boot, round trip", "ms", Samples::new(first_rtt))
+            .against("the same request once warm", Samples::new(warm_rtt)),
+    );
 }
 
 /// Echoes `len` bytes through a stream whose far end echoes: MB/s of the

@@ -1,0 +1,481 @@
+//! The reference model: what the agent's filesystem must hold, as a sorted
+//! map from path to node, and every filesystem operation applied to it with
+//! the agent's documented semantics (agent-core's lib.rs and fs.rs,
+//! PROTOCOL.md §6): writes replace a file whole, `Mkdir` makes parents and
+//! is idempotent, `RemoveDir` is recursive, `Copy` and `Rename` make the
+//! destination's parents first, `Rename` follows rename(2).
+
+use std::collections::BTreeMap;
+
+use agent_core::path::{is_within, split};
+use agent_core::{FsError, mode};
+use wire::FsOp;
+
+use super::content::Content;
+
+/// One file or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    /// A directory with its permission bits.
+    Dir {
+        /// Permission bits.
+        perm: u32,
+    },
+    /// A file with its permission bits and content.
+    File {
+        /// Permission bits.
+        perm: u32,
+        /// The bytes.
+        content: Content,
+    },
+}
+
+/// Metadata of one entry as `Stat` and `List` report it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Info {
+    /// Full path.
+    pub path: String,
+    /// `"file"` or `"dir"`.
+    pub kind: &'static str,
+    /// Size in bytes (0 for a directory).
+    pub size: u64,
+    /// The full `st_mode`.
+    pub mode: u32,
+}
+
+impl Info {
+    /// The metadata of `node` at `path` (`None`: the root).
+    fn of(path: &str, node: Option<&Node>) -> Info {
+        let (kind, size, mode) = match node {
+            None => ("dir", 0, mode::DIR | mode::DEFAULT_DIR),
+            Some(Node::Dir { perm }) => ("dir", 0, mode::DIR | perm),
+            Some(Node::File { perm, content }) => ("file", content.len, mode::FILE | perm),
+        };
+        Info { path: path.to_string(), kind, size, mode }
+    }
+}
+
+/// A filesystem operation with owned paths: what a client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `FsOp::Stat`.
+    Stat(String),
+    /// `FsOp::List`.
+    List(String),
+    /// `FsOp::Read`.
+    Read(String),
+    /// `FsOp::Write` and the content streamed after it.
+    Write {
+        /// Target file.
+        path: String,
+        /// Permission bits to apply.
+        mode: Option<u32>,
+        /// The bytes sent.
+        content: Content,
+    },
+    /// `FsOp::Mkdir`.
+    Mkdir(String),
+    /// `FsOp::Remove`.
+    Remove(String),
+    /// `FsOp::RemoveDir`.
+    RemoveDir(String),
+    /// `FsOp::Copy`.
+    Copy {
+        /// Source file.
+        src: String,
+        /// Destination.
+        dst: String,
+    },
+    /// `FsOp::Rename`.
+    Rename {
+        /// What moves.
+        src: String,
+        /// Where to.
+        dst: String,
+    },
+}
+
+impl Op {
+    /// The name the agent puts in front of its error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Stat(_) => "stat",
+            Op::List(_) => "list",
+            Op::Read(_) => "read",
+            Op::Write { .. } => "write",
+            Op::Mkdir(_) => "mkdir",
+            Op::Remove(_) => "remove",
+            Op::RemoveDir(_) => "remove_dir",
+            Op::Copy { .. } => "copy",
+            Op::Rename { .. } => "rename",
+        }
+    }
+
+    /// The paths the operation names.
+    pub fn paths(&self) -> (&str, Option<&str>) {
+        match self {
+            Op::Stat(p) | Op::List(p) | Op::Read(p) | Op::Mkdir(p) | Op::Remove(p) | Op::RemoveDir(p) => (p, None),
+            Op::Write { path, .. } => (path, None),
+            Op::Copy { src, dst } | Op::Rename { src, dst } => (src, Some(dst)),
+        }
+    }
+
+    /// Whether the operation can change the filesystem.
+    pub fn mutates(&self) -> bool {
+        !matches!(self, Op::Stat(_) | Op::List(_) | Op::Read(_))
+    }
+
+    /// The request as it goes on the wire.
+    pub fn as_wire(&self) -> FsOp<'_> {
+        match self {
+            Op::Stat(path) => FsOp::Stat { path },
+            Op::List(path) => FsOp::List { path },
+            Op::Read(path) => FsOp::Read { path },
+            Op::Write { path, mode, .. } => FsOp::Write { path, mode: *mode },
+            Op::Mkdir(path) => FsOp::Mkdir { path },
+            Op::Remove(path) => FsOp::Remove { path },
+            Op::RemoveDir(path) => FsOp::RemoveDir { path },
+            Op::Copy { src, dst } => FsOp::Copy { src, dst },
+            Op::Rename { src, dst } => FsOp::Rename { src, dst },
+        }
+    }
+}
+
+/// What the agent must answer to an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// `ok: true` without data.
+    Done,
+    /// `ok: false` with exactly this message.
+    Failed(String),
+    /// `ok: true` with this `Stat` data.
+    Stat(Info),
+    /// `ok: true` with these `List` entries (sorted by path; the agent's
+    /// order is unspecified).
+    List(Vec<Info>),
+    /// Data chunks with exactly this content, then `ok: true`.
+    Read(Content),
+}
+
+/// The filesystem as it must be.
+#[derive(Debug, Default, Clone)]
+pub struct Model {
+    nodes: BTreeMap<String, Node>,
+    /// Files holding each non-empty content, by seed (a copy shares its
+    /// source's content, as in the ramfs).
+    refs: BTreeMap<u64, u32>,
+    /// Data blocks of the distinct contents.
+    content_blocks: u64,
+}
+
+/// The prefixes of a normalized path, shortest first: `/a/b` -> `/a`, `/a/b`.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    let inner = path.char_indices().skip(1).filter(|&(_, c)| c == '/').map(move |(i, _)| &path[..i]);
+    inner.chain((path != "/").then_some(path))
+}
+
+/// The parent of a normalized path (`None` for `/`).
+fn parent(path: &str) -> Option<&str> {
+    split(path).map(|(parent, _)| parent)
+}
+
+impl Model {
+    /// The node at `path` (never the root).
+    pub fn node(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// Every node, by path.
+    pub fn nodes(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+
+    /// Entries the ramfs uses for this tree (the root included).
+    pub fn entries(&self) -> u64 {
+        self.nodes.len() as u64 + 1
+    }
+
+    /// Data blocks the ramfs uses for this tree's contents.
+    pub fn content_blocks(&self) -> u64 {
+        self.content_blocks
+    }
+
+    /// Distinct non-empty contents (ramfs content records in use).
+    pub fn distinct_contents(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// The direct children of `dir`, by path.
+    pub fn children<'m>(&'m self, dir: &str) -> impl Iterator<Item = (&'m String, &'m Node)> + use<'m> {
+        let prefix = if dir == "/" { "/".to_string() } else { format!("{dir}/") };
+        let depth = prefix.len();
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(move |(path, _)| path.starts_with(&prefix))
+            .filter(move |(path, _)| !path[depth..].contains('/'))
+    }
+
+    /// Components of `path` that do not exist yet.
+    pub fn missing_components(&self, path: &str) -> u64 {
+        prefixes(path).filter(|p| !self.nodes.contains_key(*p)).count() as u64
+    }
+
+    /// Applies `op` and returns what the agent must answer. A `Write` is
+    /// applied as if it succeeds (see [`Model::write`]).
+    pub fn apply(&mut self, op: &Op) -> Expect {
+        let result = match op {
+            Op::Stat(path) => return self.stat(path).map_or_else(|e| failed(op, e), Expect::Stat),
+            Op::List(path) => return self.list(path).map_or_else(|e| failed(op, e), Expect::List),
+            Op::Read(path) => return self.read(path).map_or_else(|e| failed(op, e), Expect::Read),
+            Op::Write { path, mode, content } => self.write(path, *mode, *content),
+            Op::Mkdir(path) => self.mkdir(path),
+            Op::Remove(path) => self.remove(path),
+            Op::RemoveDir(path) => self.remove_dir(path),
+            Op::Copy { src, dst } => self.copy(src, dst),
+            Op::Rename { src, dst } => self.rename(src, dst),
+        };
+        result.map_or_else(|e| failed(op, e), |()| Expect::Done)
+    }
+
+    /// Metadata of `path`.
+    pub fn stat(&self, path: &str) -> Result<Info, FsError> {
+        self.resolve(path).map(|node| Info::of(path, node))
+    }
+
+    /// What a write of `path` fails with before any data (the agent's
+    /// `begin_write`): a directory there, or a file where a parent must be.
+    pub fn write_check(&self, path: &str) -> Result<(), FsError> {
+        match self.resolve(path) {
+            Ok(None | Some(Node::Dir { .. })) => Err(FsError::IsADirectory),
+            Ok(Some(Node::File { .. })) | Err(FsError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A whole write: the check at its start, then the commit at its end
+    /// (parents made, content replaced, `mode` applied).
+    pub fn write(&mut self, path: &str, mode: Option<u32>, content: Content) -> Result<(), FsError> {
+        self.write_check(path)?;
+        if let Some(parent) = parent(path) {
+            self.mkdir(parent)?;
+        }
+        let perm = match self.nodes.get(path) {
+            Some(Node::File { perm, .. }) => mode.map_or(*perm, |m| m & mode::PERMISSIONS),
+            Some(Node::Dir { .. }) => return Err(FsError::IsADirectory),
+            None => mode.unwrap_or(mode::DEFAULT_FILE) & mode::PERMISSIONS,
+        };
+        self.put(path, Node::File { perm, content });
+        Ok(())
+    }
+
+    /// The entry at `path`: `None` for the root.
+    fn resolve(&self, path: &str) -> Result<Option<&Node>, FsError> {
+        let mut at: Option<&Node> = None;
+        for prefix in prefixes(path) {
+            if let Some(Node::File { .. }) = at {
+                return Err(FsError::NotADirectory);
+            }
+            at = Some(self.nodes.get(prefix).ok_or(FsError::NotFound)?);
+        }
+        Ok(at)
+    }
+
+    fn list(&self, path: &str) -> Result<Vec<Info>, FsError> {
+        if let Some(Node::File { .. }) = self.resolve(path)? {
+            return Err(FsError::NotADirectory);
+        }
+        Ok(self.children(path).map(|(p, node)| Info::of(p, Some(node))).collect())
+    }
+
+    fn read(&self, path: &str) -> Result<Content, FsError> {
+        match self.resolve(path)? {
+            Some(Node::File { content, .. }) => Ok(*content),
+            _ => Err(FsError::IsADirectory),
+        }
+    }
+
+    fn mkdir(&mut self, path: &str) -> Result<(), FsError> {
+        for prefix in prefixes(path) {
+            match self.nodes.get(prefix) {
+                Some(Node::Dir { .. }) => {}
+                Some(Node::File { .. }) if prefix.len() == path.len() => return Err(FsError::AlreadyExists),
+                Some(Node::File { .. }) => return Err(FsError::NotADirectory),
+                None => self.put(prefix, Node::Dir { perm: mode::DEFAULT_DIR }),
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), FsError> {
+        match self.resolve(path)? {
+            Some(Node::File { .. }) => {
+                self.take(path);
+                Ok(())
+            }
+            _ => Err(FsError::IsADirectory),
+        }
+    }
+
+    fn remove_dir(&mut self, path: &str) -> Result<(), FsError> {
+        match self.resolve(path)? {
+            None => Err(FsError::Busy),
+            Some(Node::File { .. }) => Err(FsError::NotADirectory),
+            Some(Node::Dir { .. }) => {
+                for p in self.subtree(path) {
+                    self.take(&p);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn copy(&mut self, src: &str, dst: &str) -> Result<(), FsError> {
+        self.make_parents(dst)?;
+        let (perm, content) = match self.resolve(src)? {
+            Some(Node::File { perm, content }) if dst != "/" => (*perm, *content),
+            _ => return Err(FsError::IsADirectory),
+        };
+        self.resolve_parent(dst)?;
+        if let Some(Node::Dir { .. }) = self.nodes.get(dst) {
+            return Err(FsError::IsADirectory);
+        }
+        self.put(dst, Node::File { perm, content });
+        Ok(())
+    }
+
+    fn rename(&mut self, src: &str, dst: &str) -> Result<(), FsError> {
+        self.make_parents(dst)?;
+        let from_dir = match self.resolve(src)? {
+            None => return Err(FsError::Busy),
+            Some(node) => matches!(node, Node::Dir { .. }),
+        };
+        if src == dst {
+            return Ok(());
+        }
+        if is_within(dst, src) {
+            return Err(FsError::InvalidArgument);
+        }
+        if is_within(src, dst) {
+            return Err(FsError::DirectoryNotEmpty);
+        }
+        self.resolve_parent(dst)?;
+        if let Some(to) = self.nodes.get(dst) {
+            match (from_dir, matches!(to, Node::Dir { .. })) {
+                (false, true) => return Err(FsError::IsADirectory),
+                (true, false) => return Err(FsError::NotADirectory),
+                (true, true) if self.children(dst).next().is_some() => return Err(FsError::DirectoryNotEmpty),
+                _ => {}
+            }
+            self.take(dst);
+        }
+        for old in self.subtree(src) {
+            let node = self.nodes.remove(&old).expect("a path of the subtree");
+            self.nodes.insert(format!("{dst}{}", &old[src.len()..]), node);
+        }
+        Ok(())
+    }
+
+    fn make_parents(&mut self, path: &str) -> Result<(), FsError> {
+        parent(path).map_or(Ok(()), |p| self.mkdir(p))
+    }
+
+    fn resolve_parent(&self, path: &str) -> Result<(), FsError> {
+        let parent = parent(path).ok_or(FsError::Busy)?;
+        match self.resolve(parent)? {
+            Some(Node::File { .. }) => Err(FsError::NotADirectory),
+            _ => Ok(()),
+        }
+    }
+
+    /// `path` and every path below it.
+    fn subtree(&self, path: &str) -> Vec<String> {
+        let below = format!("{path}/");
+        let mut out = vec![path.to_string()];
+        out.extend(
+            self.nodes.range(below.clone()..).take_while(|(p, _)| p.starts_with(&below)).map(|(p, _)| p.clone()),
+        );
+        out
+    }
+
+    /// Sets the node at `path`, keeping content references counted.
+    fn put(&mut self, path: &str, node: Node) {
+        if let Node::File { content, .. } = node {
+            self.retain(content);
+        }
+        if let Some(old) = self.nodes.insert(path.to_string(), node) {
+            self.release(old);
+        }
+    }
+
+    /// Removes the node at `path`, keeping content references counted.
+    fn take(&mut self, path: &str) {
+        if let Some(old) = self.nodes.remove(path) {
+            self.release(old);
+        }
+    }
+
+    fn retain(&mut self, content: Content) {
+        if content == Content::EMPTY {
+            return;
+        }
+        let refs = self.refs.entry(content.seed).or_insert(0);
+        if *refs == 0 {
+            self.content_blocks += content.blocks();
+        }
+        *refs += 1;
+    }
+
+    fn release(&mut self, node: Node) {
+        let Node::File { content, .. } = node else { return };
+        if content == Content::EMPTY {
+            return;
+        }
+        let refs = self.refs.get_mut(&content.seed).expect("a counted content");
+        *refs -= 1;
+        if *refs == 0 {
+            self.refs.remove(&content.seed);
+            self.content_blocks -= content.blocks();
+        }
+    }
+}
+
+/// The failure answer for `op`.
+fn failed(op: &Op, e: FsError) -> Expect {
+    Expect::Failed(format!("{}: {}", op.name(), e.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(len: u64) -> Content {
+        Content::new(len + 1, len)
+    }
+
+    #[test]
+    fn follows_the_documented_semantics() {
+        let mut m = Model::default();
+        assert_eq!(m.apply(&Op::Mkdir("/c/a/b".into())), Expect::Done);
+        assert_eq!(m.apply(&Op::Mkdir("/c/a".into())), Expect::Done, "idempotent");
+        let w = Op::Write { path: "/c/x/y".into(), mode: Some(0o100600), content: file(5) };
+        assert_eq!(m.apply(&w), Expect::Done, "parents made");
+        assert_eq!(m.stat("/c/x/y").unwrap().mode, 0o100600);
+        assert_eq!(m.apply(&Op::Mkdir("/c/x/y".into())), Expect::Failed("mkdir: already exists".into()));
+        assert_eq!(m.apply(&Op::Stat("/c/x/y/z".into())), Expect::Failed("stat: not a directory".into()));
+        let cp = Op::Copy { src: "/c/nope".into(), dst: "/c/n/e/w".into() };
+        assert_eq!(m.apply(&cp), Expect::Failed("copy: not found".into()));
+        assert!(m.node("/c/n/e").is_some(), "copy makes the destination's parents first");
+        let mv = Op::Rename { src: "/c/a".into(), dst: "/c/a/b/c".into() };
+        assert_eq!(m.apply(&mv), Expect::Failed("rename: invalid argument".into()));
+        let mv = Op::Rename { src: "/c/x".into(), dst: "/c/n".into() };
+        assert_eq!(m.apply(&mv), Expect::Failed("rename: directory not empty".into()));
+        let mv = Op::Rename { src: "/c/x".into(), dst: "/c/n/e".into() };
+        assert_eq!(m.apply(&mv), Expect::Done, "onto an empty directory");
+        assert_eq!(m.read("/c/n/e/y"), Ok(file(5)));
+        assert_eq!(m.content_blocks(), 1);
+        assert_eq!(m.apply(&Op::Copy { src: "/c/n/e/y".into(), dst: "/c/z".into() }), Expect::Done);
+        assert_eq!((m.content_blocks(), m.distinct_contents()), (1, 1), "a copy shares");
+        assert_eq!(m.apply(&Op::RemoveDir("/c".into())), Expect::Done);
+        assert_eq!((m.entries(), m.content_blocks(), m.distinct_contents()), (1, 0, 0));
+    }
+}
