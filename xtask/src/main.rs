@@ -59,9 +59,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root.
+/// The workspace root. `cargo run` sets `CARGO_MANIFEST_DIR` for the
+/// running xtask too; that value wins over the one compiled in, so an
+/// xtask binary built from another checkout sharing the target directory
+/// still works on this one.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let manifest_dir = manifest_dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().expect("xtask/ has a parent").to_path_buf()
 }
 
 /// A `cargo` command run from the workspace root.
