@@ -2,21 +2,16 @@
 //! the client, never a panic or a hang. The guest here is scripted: it
 //! completes the handshake, then does what each test wants.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use common::read_frame;
 use host_sync::proto::{ReadyInfo, frame};
 use host_sync::{Client, ClientOptions, Error};
 use wire::{CoreError, CoreErrorKind, Flags, FsData, FsEntryInfo, FsResponse, InitResolved, Pong, Ready};
-
-fn read_frame(s: &mut UnixStream) -> Vec<u8> {
-    let mut prefix = [0u8; 4];
-    s.read_exact(&mut prefix).unwrap();
-    let mut rest = vec![0u8; u32::from_be_bytes(prefix) as usize];
-    s.read_exact(&mut rest).unwrap();
-    [&prefix[..], &rest].concat()
-}
 
 fn id_of(frame: &[u8]) -> u32 {
     u32::from_be_bytes(frame[4..8].try_into().unwrap())

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::booted_guest;
+use common::{booted_guest, read_frame};
 use host_sync::relay::{RELAY_SLOTS, RelayCore, SLOT_QUARANTINE_NS};
 use host_sync::{Client, ClientOptions, Relay};
 
@@ -98,14 +98,6 @@ fn a_client_leaving_mid_read_is_dropped_by_the_guest() {
     assert_eq!(a.fs().stat("/big").unwrap().size, 64 << 20);
     let c = Client::connect(&socket).unwrap();
     c.ping().unwrap();
-}
-
-fn read_frame(s: &mut UnixStream) -> Vec<u8> {
-    let mut prefix = [0u8; 4];
-    s.read_exact(&mut prefix).unwrap();
-    let mut rest = vec![0u8; u32::from_be_bytes(prefix) as usize];
-    s.read_exact(&mut rest).unwrap();
-    [&prefix[..], &rest].concat()
 }
 
 #[test]

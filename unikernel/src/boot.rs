@@ -72,18 +72,9 @@ unsafe extern "C" {
     fn kernel_main(start_info: u32) -> !;
 }
 
+global_asm!(include_str!("pvh_note.s"));
+
 global_asm!(
-    // The PVH note: type 18 (XEN_ELFNOTE_PHYS32_ENTRY), name "Xen". For an
-    // ELF64 image QEMU 7.2 reads the descriptor as 8 bytes, hence `.quad`.
-    ".pushsection .note.pvh, \"a\", @note",
-    ".balign 4",
-    ".long 4",
-    ".long 8",
-    ".long 18",
-    ".asciz \"Xen\"",
-    ".balign 4",
-    ".quad pvh_start32",
-    ".popsection",
     // The GDT pseudo-descriptor, shared by the 32-bit `lgdt` (which reads
     // the low 4 bytes of the base) and the 64-bit one.
     ".pushsection .rodata.gdt_pointer, \"a\"",

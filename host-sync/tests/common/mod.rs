@@ -150,3 +150,12 @@ pub fn booted_guest(arena_mib: usize) -> (Guest, UnixStream, ReadyInfo) {
     let ready = host_sync::sandbox::handshake(&mut stream, Instant::now() + Duration::from_secs(10)).unwrap();
     (guest, stream, ready)
 }
+
+/// Reads one whole frame (length prefix included) from `s`.
+pub fn read_frame(s: &mut UnixStream) -> Vec<u8> {
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).unwrap();
+    let mut rest = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    s.read_exact(&mut rest).unwrap();
+    [&prefix[..], &rest].concat()
+}

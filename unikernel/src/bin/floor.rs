@@ -19,19 +19,10 @@ const DEBUGCON_PORT: u8 = 0xe9;
 /// The byte the floor writes: any byte will do, the host only waits for one.
 const FLOOR_BYTE: u8 = b'!';
 
+// The PVH note, the same as the guest's.
+global_asm!(include_str!("../pvh_note.s"));
+
 global_asm!(
-    // The PVH note, as in the guest: type 18 (XEN_ELFNOTE_PHYS32_ENTRY),
-    // name "Xen", the entry address as 8 bytes (QEMU 7.2 reads an ELF64
-    // note's descriptor as 8 bytes).
-    ".pushsection .note.pvh, \"a\", @note",
-    ".balign 4",
-    ".long 4",
-    ".long 8",
-    ".long 18",
-    ".asciz \"Xen\"",
-    ".balign 4",
-    ".quad pvh_start32",
-    ".popsection",
     // PVH enters here in 32-bit protected mode, paging off.
     ".pushsection .text.boot32, \"ax\"",
     ".code32",
