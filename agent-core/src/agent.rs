@@ -611,7 +611,9 @@ impl<F: Filesystem> Core<'_, F> {
     }
 
     fn fs_request(&mut self, id: u32, op: FsOp<'_>, now_ns: u64, paths: &mut [PathBuf; 2]) -> Handled {
-        if self.session_index(id).is_some() {
+        // An id is in use while it has a session, and also while a data
+        // frame of a dropped session still goes out on it.
+        if self.session_index(id).is_some() || self.chunk.as_ref().is_some_and(|c| c.id == id) {
             let mut message = String::<MESSAGE_MAX>::new();
             let _ = write!(message, "session id {id} is already in use");
             let t = Some(MessageType::FsRequest.as_str());
@@ -733,6 +735,9 @@ impl<F: Filesystem> Core<'_, F> {
     }
 
     fn open_read(&mut self, id: u32, path: &str) {
+        if self.sessions.is_full() {
+            return self.too_many_sessions(id, "read");
+        }
         let (reader, size) = match self.fs.open_read(path) {
             Ok(opened) => opened,
             Err(e) => return self.respond(id, Err(("read", e))),
@@ -743,6 +748,7 @@ impl<F: Filesystem> Core<'_, F> {
         }
         let session = Session::Read { id, reader: Some(reader), size, offset: 0 };
         if let Err(Session::Read { reader: Some(reader), .. }) = self.sessions.push(session) {
+            // Not reached: the table had room above.
             self.fs.close_read(reader);
             self.too_many_sessions(id, "read");
         }
@@ -861,13 +867,13 @@ impl<F: Filesystem> Core<'_, F> {
         }
         let Some((id, index)) = next.or(first) else { return false };
         let Session::Read { reader, size, offset, .. } = &mut self.sessions[index] else { return false };
-        let Some(reader) = reader.take() else { return false };
         let len = (*size - *offset).min(self.config.read_chunk_size as u64) as usize;
         let mut head = [0u8; DATA_FRAME_HEAD_MAX];
         let head_len = match wire::encode_data_frame_head(id, len, &mut head) {
             Ok(n) => n,
             Err(_) => return false,
         };
+        let Some(reader) = reader.take() else { return false };
         self.chunk = Some(Chunk { id, reader, offset: *offset, len, head, head_len, sent: 0, failed: false });
         self.last_read_id = id;
         true
@@ -902,8 +908,12 @@ impl<F: Filesystem> Core<'_, F> {
     fn finish_chunk(&mut self) {
         let Some(chunk) = self.chunk.take() else { return };
         self.stats.read_bytes += chunk.len as u64;
-        let Some(index) = self.session_index(chunk.id) else {
-            // The session was dropped while its chunk was in flight.
+        // The session whose chunk this is: the read with this id whose
+        // reader is out. If it was dropped while its chunk was in flight
+        // there is none, even if a new session took the id meanwhile.
+        let owner =
+            self.sessions.iter().position(|s| matches!(s, Session::Read { id, reader: None, .. } if *id == chunk.id));
+        let Some(index) = owner else {
             self.fs.close_read(chunk.reader);
             self.check_drained();
             return;

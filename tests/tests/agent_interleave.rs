@@ -139,6 +139,34 @@ fn a_disconnect_mid_read_stops_it_and_frees_everything() {
 }
 
 #[test]
+fn an_id_whose_dropped_read_is_still_sending_is_not_reused_until_the_frame_ends() {
+    let (mut host, _) = host_with_big_file(16);
+    host.write(2, "/small", None, b"small file", wire::FS_CHUNK_SIZE);
+    let baseline = host.agent.fs().usage();
+    let id = 33_554_431 + 5; // client slot 1
+    host.send(id, &FsRequest { op: FsOp::Read { path: "/big" } });
+    assert!(host.take_piece() > 0, "the first chunk started");
+    host.send(0, &RelayClientDisconnected { id_start: 33_554_431, id_end_exclusive: 2 * 33_554_431 });
+    // A new client of the slot reuses the id while the old chunk still goes out.
+    host.send(id, &FsRequest { op: FsOp::Read { path: "/small" } });
+    let frames = host.take();
+    let ours: Vec<_> = frames.iter().filter(|f| f.id() == id).collect();
+    assert_eq!(ours.len(), 2, "the rest of the old chunk, then one answer");
+    assert!(matches!(ours[0].message().body, Body::FsData(_)));
+    match ours[1].message().body {
+        Body::Error(e) => assert_eq!(e.kind, wire::CoreErrorKind::InvalidSession),
+        other => panic!("expected core.error, got {other:?}"),
+    }
+    assert_eq!(host.agent.sessions(), 0);
+    assert_eq!(host.agent.fs().usage(), baseline, "the old read's snapshot was released");
+    // Once the frame is out, the id is free again and serves the new file.
+    let (data, end) = host.read(id, "/small");
+    assert_eq!(data, b"small file");
+    assert!(matches!(end.message().body, Body::FsResponse(FsResponse { ok: true, .. })));
+    assert_eq!(host.agent.fs().usage(), baseline);
+}
+
+#[test]
 fn disconnect_drops_only_the_clients_range() {
     let mut host = Host::ready();
     let slot = |i: u32| i * 33_554_431 + 1;
