@@ -317,22 +317,34 @@ impl<'b, F: Filesystem> Agent<'b, F> {
     }
 
     /// The free part of the receive buffer: read bytes into it, then call
-    /// [`Agent::rx_commit`]. Empty while frames wait for outbox room.
+    /// [`Agent::rx_commit`].
+    ///
+    /// A large frame is offered room up to its own end and no further, so
+    /// the frame after it starts at the front of the buffer: bulk data is
+    /// never moved. Small leftovers are moved to the front to make room.
     pub fn rx_space(&mut self) -> &mut [u8] {
         let rx = &mut self.rx;
+        // The end of the frame being received, once its length is in.
+        let mut frame_end = match wire::parse_frame(&rx.buf[rx.start..rx.filled]) {
+            Ok(wire::FrameStatus::Incomplete { needed }) if rx.filled - rx.start >= wire::LEN_PREFIX_SIZE => {
+                Some(rx.filled + needed)
+            }
+            _ => None,
+        };
         if rx.start > 0 {
             let pending = rx.filled - rx.start;
-            let frame_end = match rx.buf.get(rx.start..rx.start + wire::LEN_PREFIX_SIZE) {
-                Some(p) => rx.start + wire::LEN_PREFIX_SIZE + u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize,
-                None => rx.start + wire::HEADER_SIZE,
-            };
-            if pending <= RX_COMPACT_BELOW || frame_end > rx.buf.len() {
+            if pending <= RX_COMPACT_BELOW || frame_end.is_some_and(|end| end > rx.buf.len()) {
                 rx.buf.copy_within(rx.start..rx.filled, 0);
+                frame_end = frame_end.map(|end| end - rx.start);
                 rx.filled = pending;
                 rx.start = 0;
             }
         }
-        &mut rx.buf[rx.filled..]
+        let end = match frame_end {
+            Some(end) if end - rx.start > RX_COMPACT_BELOW => end.min(rx.buf.len()),
+            _ => rx.buf.len(),
+        };
+        &mut rx.buf[rx.filled..end]
     }
 
     /// Takes `n` bytes written into [`Agent::rx_space`] and handles every
@@ -417,11 +429,14 @@ impl<'b, F: Filesystem> Agent<'b, F> {
     /// [`Agent::poll_transmit`] were sent.
     pub fn transmitted(&mut self, n: usize, now_ns: u64) {
         match &mut self.core.chunk {
+            // Chunk bytes free no outbox room: nothing deferred can go on.
             Some(chunk) => chunk.sent += n,
-            None => self.core.out.consume(n),
+            None => {
+                self.core.out.consume(n);
+                self.core.check_drained();
+                self.pump(now_ns);
+            }
         }
-        self.core.check_drained();
-        self.pump(now_ns);
     }
 
     /// The next event for the driver.
@@ -670,32 +685,10 @@ impl<F: Filesystem> Core<'_, F> {
         }
     }
 
-    fn modified(&self, m: Mtime) -> Option<i64> {
-        match m {
-            Mtime::Unknown => None,
-            Mtime::Unix(secs) => Some(secs),
-            Mtime::Monotonic(ns) => {
-                let (sync_mono, sync_unix) = self.wall?;
-                let unix_ns = i128::from(sync_unix) + i128::from(ns) - i128::from(sync_mono);
-                i64::try_from(unix_ns.div_euclid(1_000_000_000)).ok()
-            }
-        }
-    }
-
-    fn info<'p>(&self, path: &'p str, m: &Metadata) -> FsEntryInfo<'p> {
-        let kind = match m.kind {
-            EntryKind::File => FsEntryKind::File,
-            EntryKind::Dir => FsEntryKind::Dir,
-            EntryKind::Symlink => FsEntryKind::Symlink,
-            EntryKind::Other => FsEntryKind::Other,
-        };
-        FsEntryInfo { path, kind, size: m.size, mode: m.mode, modified: self.modified(m.modified) }
-    }
-
     fn stat(&mut self, id: u32, path: &str) -> Handled {
         match self.fs.stat(path) {
             Ok(m) => {
-                let info = self.info(path, &m);
+                let info = entry_info(path, &m, self.wall);
                 let response = FsResponse::<[FsEntryInfo<'_>; 0]> {
                     ok: true,
                     error: None,
@@ -947,32 +940,41 @@ impl<F: Filesystem> EntrySource for ListSource<'_, F> {
     fn for_each_entry(&self, f: &mut dyn FnMut(&FsEntryInfo<'_>)) {
         let mut fs = self.fs.borrow_mut();
         let mut n = 0usize;
+        let mut full = String::<{ MAX_PATH_LEN + MAX_NAME_LEN + 1 }>::new();
+        let _ = full.push_str(if self.dir == "/" { "" } else { self.dir });
+        let _ = full.push('/');
+        let prefix = full.len();
         let _ = fs.list(self.dir, &mut |name, m| {
             // Never more entries than counted: the array head says `count`.
             if n == self.count {
                 return;
             }
             n += 1;
-            let mut full = String::<{ MAX_PATH_LEN + MAX_NAME_LEN + 1 }>::new();
-            let _ = full.push_str(if self.dir == "/" { "" } else { self.dir });
-            let _ = full.push('/');
+            full.truncate(prefix);
             let _ = full.push_str(name);
-            let kind = match m.kind {
-                EntryKind::File => FsEntryKind::File,
-                EntryKind::Dir => FsEntryKind::Dir,
-                EntryKind::Symlink => FsEntryKind::Symlink,
-                EntryKind::Other => FsEntryKind::Other,
-            };
-            let modified = match m.modified {
-                Mtime::Unknown => None,
-                Mtime::Unix(s) => Some(s),
-                Mtime::Monotonic(ns) => self.wall.and_then(|(mono, unix)| {
-                    i64::try_from((i128::from(unix) + i128::from(ns) - i128::from(mono)).div_euclid(1_000_000_000)).ok()
-                }),
-            };
-            f(&FsEntryInfo { path: &full, kind, size: m.size, mode: m.mode, modified });
+            f(&entry_info(&full, m, self.wall));
         });
     }
+}
+
+/// The wire form of an entry's metadata. `wall` is the last clock sync
+/// (monotonic ns, Unix ns): monotonic mtimes before any sync are unknown.
+fn entry_info<'p>(path: &'p str, m: &Metadata, wall: Option<(u64, u64)>) -> FsEntryInfo<'p> {
+    let kind = match m.kind {
+        EntryKind::File => FsEntryKind::File,
+        EntryKind::Dir => FsEntryKind::Dir,
+        EntryKind::Symlink => FsEntryKind::Symlink,
+        EntryKind::Other => FsEntryKind::Other,
+    };
+    let modified = match m.modified {
+        Mtime::Unknown => None,
+        Mtime::Unix(secs) => Some(secs),
+        Mtime::Monotonic(ns) => wall.and_then(|(sync_mono, sync_unix)| {
+            let unix_ns = i128::from(sync_unix) + i128::from(ns) - i128::from(sync_mono);
+            i64::try_from(unix_ns.div_euclid(1_000_000_000)).ok()
+        }),
+    };
+    FsEntryInfo { path, kind, size: m.size, mode: m.mode, modified }
 }
 
 fn op_name(op: &FsOp<'_>) -> &'static str {

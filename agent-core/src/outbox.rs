@@ -54,11 +54,18 @@ impl<'b> Outbox<'b> {
         v: u8,
         payload: &P,
     ) -> Result<(), EncodeError> {
-        let need = wire::frame_len(payload);
-        if need > self.buf.len() - self.tail && need <= self.free() {
-            self.compact();
-        }
-        let n = wire::encode_frame_as(id, flags, v, payload, &mut self.buf[self.tail..])?;
+        // The encoder sizes the frame before writing anything, so a frame
+        // that does not fit at the tail costs one sizing pass, then it is
+        // encoded again after compaction if the whole buffer has room.
+        // One call site: the encoder is generic, and inlined per payload.
+        let n = loop {
+            match wire::encode_frame_as(id, flags, v, payload, &mut self.buf[self.tail..]) {
+                Err(EncodeError::BufferTooSmall { needed, .. }) if needed <= self.free() && self.head > 0 => {
+                    self.compact()
+                }
+                result => break result?,
+            }
+        };
         self.tail += n;
         Ok(())
     }
