@@ -670,19 +670,11 @@ impl<F: Filesystem> Core<'_, F> {
             FsOp::Mkdir { .. } => self.fs.mkdir(a, now_ns),
             FsOp::Remove { .. } => self.fs.remove(a, now_ns),
             FsOp::RemoveDir { .. } => self.fs.remove_dir(a, now_ns),
-            FsOp::Copy { .. } => self.make_parents(b, now_ns).and_then(|()| self.fs.copy(a, b, now_ns)),
-            FsOp::Rename { .. } => self.make_parents(b, now_ns).and_then(|()| self.fs.rename(a, b, now_ns)),
+            FsOp::Copy { .. } => self.fs.copy(a, b, now_ns),
+            FsOp::Rename { .. } => self.fs.rename(a, b, now_ns),
         };
         self.respond(id, result.map_err(|e| (name, e)));
         Handled::Done
-    }
-
-    /// Creates the missing parents of a normalized path.
-    fn make_parents(&mut self, path: &str, now_ns: u64) -> Result<(), FsError> {
-        match path::split(path) {
-            Some((parent, _)) => self.fs.mkdir(parent, now_ns),
-            None => Ok(()),
-        }
     }
 
     fn stat(&mut self, id: u32, path: &str) -> Handled {

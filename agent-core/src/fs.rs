@@ -129,8 +129,8 @@ impl fmt::Display for FsError {
 /// `std::fs`): `mkdir` creates parents and is idempotent, `remove_dir` is
 /// recursive, `copy` copies a file's content and permissions, `rename`
 /// replaces a file or an empty directory, `stat` does not follow a final
-/// symlink. The agent creates the destination's parents before `copy` and
-/// `rename`; `commit_write` creates them itself.
+/// symlink. `copy`, `rename` and `commit_write` create the destination's
+/// missing parents first (as `mkdir` would), even when they then fail.
 ///
 /// Writes are staged: `begin_write` starts an invisible new content,
 /// `write` appends to it, and only `commit_write` makes it the file's
@@ -155,9 +155,10 @@ pub trait Filesystem {
     fn remove(&mut self, path: &str, now_ns: u64) -> Result<(), FsError>;
     /// Removes directory `path` and everything below it.
     fn remove_dir(&mut self, path: &str, now_ns: u64) -> Result<(), FsError>;
-    /// Copies file `src` to `dst` (replacing a file there), with its permissions.
+    /// Copies file `src` to `dst` (replacing a file there), with its
+    /// permissions, after creating `dst`'s missing parents.
     fn copy(&mut self, src: &str, dst: &str, now_ns: u64) -> Result<(), FsError>;
-    /// Moves `src` to `dst`.
+    /// Moves `src` to `dst`, after creating `dst`'s missing parents.
     fn rename(&mut self, src: &str, dst: &str, now_ns: u64) -> Result<(), FsError>;
     /// Opens file `path` for reading; returns the reader and the size.
     fn open_read(&mut self, path: &str) -> Result<(Self::Reader, u64), FsError>;

@@ -247,14 +247,29 @@ impl<'a> Ramfs<'a> {
         Ok(at)
     }
 
-    /// The existing parent directory of a normalized path, and the final name.
-    fn resolve_parent<'p>(&self, path: &'p str) -> Result<(u32, &'p str), FsError> {
-        let (parent, name) = path::split(path).ok_or(FsError::Busy)?;
-        let dir = self.resolve(parent)?;
-        if self.entry(dir).kind != KIND_DIR {
-            return Err(FsError::NotADirectory);
+    /// Creates directory `path` and its missing parents (`mkdir`); returns
+    /// the directory.
+    fn make_dirs(&mut self, path: &str, now_ns: u64) -> Result<u32, FsError> {
+        let mut at = ROOT;
+        let mut components = path::components(path).peekable();
+        while let Some(name) = components.next() {
+            at = match self.lookup(at, name) {
+                Some(i) if self.entry(i).kind == KIND_DIR => i,
+                Some(_) if components.peek().is_none() => return Err(FsError::AlreadyExists),
+                Some(_) => return Err(FsError::NotADirectory),
+                None => self.create(at, name, KIND_DIR, mode::DEFAULT_DIR, now_ns)?,
+            };
         }
-        Ok((dir, name))
+        Ok(at)
+    }
+
+    /// The parent directory of a normalized path, created with its own
+    /// missing parents as `mkdir` would, and the final name. Parents are
+    /// made first, as the reference agent does, even if the operation
+    /// then fails.
+    fn make_parent<'p>(&mut self, path: &'p str, now_ns: u64) -> Result<(u32, &'p str), FsError> {
+        let (parent, name) = path::split(path).ok_or(FsError::Busy)?;
+        Ok((self.make_dirs(parent, now_ns)?, name))
     }
 
     fn alloc_entry(&mut self) -> Result<u32, FsError> {
@@ -523,17 +538,7 @@ impl<'a> Filesystem for Ramfs<'a> {
     }
 
     fn mkdir(&mut self, path: &str, now_ns: u64) -> Result<(), FsError> {
-        let mut at = ROOT;
-        let mut components = path::components(path).peekable();
-        while let Some(name) = components.next() {
-            at = match self.lookup(at, name) {
-                Some(i) if self.entry(i).kind == KIND_DIR => i,
-                Some(_) if components.peek().is_none() => return Err(FsError::AlreadyExists),
-                Some(_) => return Err(FsError::NotADirectory),
-                None => self.create(at, name, KIND_DIR, mode::DEFAULT_DIR, now_ns)?,
-            };
-        }
-        Ok(())
+        self.make_dirs(path, now_ns).map(|_| ())
     }
 
     fn remove(&mut self, path: &str, now_ns: u64) -> Result<(), FsError> {
@@ -559,11 +564,11 @@ impl<'a> Filesystem for Ramfs<'a> {
     }
 
     fn copy(&mut self, src: &str, dst: &str, now_ns: u64) -> Result<(), FsError> {
+        let parent = if dst == "/" { None } else { Some(self.make_parent(dst, now_ns)?) };
         let from = self.resolve(src)?;
-        if self.entry(from).kind == KIND_DIR || dst == "/" {
+        let Some((dir, name)) = parent.filter(|_| self.entry(from).kind != KIND_DIR) else {
             return Err(FsError::IsADirectory);
-        }
-        let (dir, name) = self.resolve_parent(dst)?;
+        };
         let (content, perm) = (self.entry(from).content, self.entry(from).perm);
         let to = match self.lookup(dir, name) {
             Some(i) if self.entry(i).kind == KIND_DIR => return Err(FsError::IsADirectory),
@@ -581,6 +586,7 @@ impl<'a> Filesystem for Ramfs<'a> {
     }
 
     fn rename(&mut self, src: &str, dst: &str, now_ns: u64) -> Result<(), FsError> {
+        let parent = if dst == "/" { None } else { Some(self.make_parent(dst, now_ns)?) };
         let from = self.resolve(src)?;
         if from == ROOT {
             return Err(FsError::Busy);
@@ -596,7 +602,8 @@ impl<'a> Filesystem for Ramfs<'a> {
             return Err(FsError::DirectoryNotEmpty);
         }
         let from_dir = self.entry(from).kind == KIND_DIR;
-        let (dir, name) = self.resolve_parent(dst)?;
+        // `dst == "/"` was refused above: every path is within the root.
+        let (dir, name) = parent.ok_or(FsError::Busy)?;
         if let Some(to) = self.lookup(dir, name) {
             match (from_dir, self.entry(to).kind == KIND_DIR) {
                 (false, true) => return Err(FsError::IsADirectory),
@@ -702,10 +709,7 @@ impl<'a> Filesystem for Ramfs<'a> {
         let _ = target.push_str(self.writer_path(&w));
         self.free_chain(w.path_block, w.path_block, 1);
         let result = (|| {
-            if let Some((parent, _)) = path::split(&target) {
-                self.mkdir(parent, now_ns)?;
-            }
-            let (dir, name) = self.resolve_parent(&target)?;
+            let (dir, name) = self.make_parent(&target, now_ns)?;
             let file = match self.lookup(dir, name) {
                 Some(i) if self.entry(i).kind == KIND_DIR => return Err(FsError::IsADirectory),
                 Some(i) => i,

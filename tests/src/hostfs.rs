@@ -64,6 +64,15 @@ impl HostFs {
         Ok(HostFs { root, staging, buf: vec![0; 64 * 1024], next_stage: 0 })
     }
 
+    /// Creates the missing parents of `path`, as the reference agent does
+    /// (`create_dir_all` on the parent) before a copy or rename.
+    fn make_parent(&mut self, path: &str, now_ns: u64) -> Result<(), FsError> {
+        match agent_core::path::split(path) {
+            Some((parent, _)) => self.mkdir(parent, now_ns),
+            None => Ok(()),
+        }
+    }
+
     fn at(&self, path: &str) -> PathBuf {
         match path.trim_start_matches('/') {
             // `join("")` would add a trailing `/`, which changes rename(2).
@@ -131,7 +140,8 @@ impl Filesystem for HostFs {
         fs::remove_dir_all(at).map_err(map)
     }
 
-    fn copy(&mut self, src: &str, dst: &str, _now_ns: u64) -> Result<(), FsError> {
+    fn copy(&mut self, src: &str, dst: &str, now_ns: u64) -> Result<(), FsError> {
+        self.make_parent(dst, now_ns)?;
         let (from, to) = (self.at(src), self.at(dst));
         if fs::metadata(&from).map_err(map)?.is_dir() {
             return Err(FsError::IsADirectory);
@@ -139,7 +149,8 @@ impl Filesystem for HostFs {
         fs::copy(from, to).map(|_| ()).map_err(map)
     }
 
-    fn rename(&mut self, src: &str, dst: &str, _now_ns: u64) -> Result<(), FsError> {
+    fn rename(&mut self, src: &str, dst: &str, now_ns: u64) -> Result<(), FsError> {
+        self.make_parent(dst, now_ns)?;
         if src == "/" {
             return Err(FsError::Busy);
         }
