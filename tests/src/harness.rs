@@ -24,9 +24,14 @@ impl Sent {
         Message::decode_bytes(&self.bytes).expect("the agent sent an undecodable frame")
     }
 
+    /// The frame's header (the agent only sends whole frames).
+    fn frame(&self) -> wire::Frame<'_> {
+        wire::Frame::parse(&self.bytes).expect("the agent sent a malformed frame")
+    }
+
     /// The correlation id.
     pub fn id(&self) -> u32 {
-        u32::from_be_bytes(self.bytes[4..8].try_into().unwrap())
+        self.frame().id
     }
 
     /// The message type.
@@ -36,7 +41,7 @@ impl Sent {
 
     /// Whether the frame carries TERMINAL.
     pub fn is_terminal(&self) -> bool {
-        self.bytes[8] & wire::Flags::TERMINAL.bits() != 0
+        self.frame().flags.contains(wire::Flags::TERMINAL)
     }
 }
 

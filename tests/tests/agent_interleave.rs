@@ -2,6 +2,7 @@
 //! and snapshots.
 
 use agent_core::Config;
+use host_sync::relay::SLOT_STEP;
 use tests::harness::{Host, Sent};
 use wire::{Body, FsData, FsOp, FsRequest, FsResponse, FsResponseData, RelayClientDisconnected};
 
@@ -118,12 +119,12 @@ fn two_writes_to_one_path_the_last_end_of_stream_wins() {
 fn a_disconnect_mid_read_stops_it_and_frees_everything() {
     let (mut host, _) = host_with_big_file(16);
     let baseline = host.agent.fs().usage();
-    let id = 33_554_431 + 5; // client slot 1
+    let id = SLOT_STEP + 5; // client slot 1
     host.send(id, &FsRequest { op: FsOp::Read { path: "/big" } });
     // Take part of the first chunk, then the relay reports the disconnect.
     let piece = host.agent.poll_transmit().unwrap().len().min(20);
     host.agent.transmitted(piece, host.now);
-    host.send(0, &RelayClientDisconnected { id_start: 33_554_431, id_end_exclusive: 2 * 33_554_431 });
+    host.send(0, &RelayClientDisconnected { id_start: SLOT_STEP, id_end_exclusive: 2 * SLOT_STEP });
     assert_eq!(host.agent.sessions(), 0);
     // The chunk already started is finished (a frame cannot be cut), then nothing more.
     let mut rest = Vec::new();
@@ -169,7 +170,7 @@ fn an_id_whose_dropped_read_is_still_sending_is_not_reused_until_the_frame_ends(
 #[test]
 fn disconnect_drops_only_the_clients_range() {
     let mut host = Host::ready();
-    let slot = |i: u32| i * 33_554_431 + 1;
+    let slot = |i: u32| i * SLOT_STEP + 1;
     host.send(slot(0), &FsRequest { op: FsOp::Write { path: "/c0", mode: None } });
     host.send(slot(1), &FsRequest { op: FsOp::Write { path: "/c1", mode: None } });
     host.send(slot(2), &FsRequest { op: FsOp::Write { path: "/c2", mode: None } });
