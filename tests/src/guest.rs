@@ -72,15 +72,18 @@ pub fn stock_echo_elf_path() -> PathBuf {
 }
 
 /// `$env`, else `binary` of the `guest`-profile build in the workspace's
-/// target directory; panics with `how_to_build` if there is no such file.
+/// target directory (`CARGO_TARGET_DIR` when set); panics with
+/// `how_to_build` if there is no such file.
 fn locate_elf(env: &str, binary: &str, how_to_build: &str) -> PathBuf {
     let path = match std::env::var_os(env) {
         Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ has a parent")
-            .join("target/x86_64-unknown-none/guest")
-            .join(binary),
+        None => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent");
+            // Cargo's target directory, as cargo reads it: relative to the
+            // workspace root.
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
+            target.join("x86_64-unknown-none/guest").join(binary)
+        }
     };
     assert!(path.is_file(), "ELF not found at {}: {how_to_build} (or set {env} to the ELF)", path.display());
     path
