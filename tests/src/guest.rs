@@ -7,8 +7,8 @@ use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -89,32 +89,6 @@ fn locate_elf(env: &str, binary: &str, how_to_build: &str) -> PathBuf {
     path
 }
 
-/// Decodes a defmt byte stream from the guest with the table in its ELF,
-/// one line per frame (`LEVEL message`). Malformed frames are skipped (the
-/// encoding resynchronises at the next frame boundary).
-pub fn decode_log(elf: &[u8], stream: &[u8]) -> Result<Vec<String>, String> {
-    let table = defmt_decoder::Table::parse(elf)
-        .map_err(|e| format!("reading the defmt table: {e}"))?
-        .ok_or("the guest ELF has no defmt table")?;
-    let mut decoder = table.new_stream_decoder();
-    decoder.received(stream);
-    let mut lines = Vec::new();
-    // Every decoded or dropped frame consumes at least one byte, so this
-    // bound is never reached on a well-formed stream; it only guarantees
-    // termination.
-    for _ in 0..=stream.len() {
-        match decoder.decode() {
-            Ok(frame) => {
-                let level = frame.level().map_or("PRINT", |l| l.as_str());
-                lines.push(format!("{} {}", level.to_uppercase(), frame.display_message()));
-            }
-            Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
-            Err(defmt_decoder::DecodeError::Malformed) => lines.push("(malformed log frame)".into()),
-        }
-    }
-    Ok(lines)
-}
-
 /// A unique directory for one boot's sockets.
 fn socket_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -146,16 +120,117 @@ pub fn accept_until(listener: &UnixListener, child: &mut Child, deadline: Instan
     }
 }
 
+/// How to boot a guest ELF: which port carries the agent console, the
+/// kernel command line, and guest RAM.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// The port the agent console is attached as.
+    pub console: ConsolePort,
+    /// The guest kernel command line.
+    pub cmdline: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+}
+
+impl Default for BootOptions {
+    /// The agent console on its serial port, no command line,
+    /// [`TEST_MEMORY_MIB`] of RAM.
+    fn default() -> BootOptions {
+        BootOptions { console: ConsolePort::SerialPort, cmdline: String::new(), memory_mib: TEST_MEMORY_MIB }
+    }
+}
+
+/// What has arrived on a guest's log socket.
+#[derive(Default)]
+struct Log {
+    /// The raw bytes, as received.
+    bytes: Vec<u8>,
+    /// The bytes decoded so far, one line per defmt frame (`LEVEL
+    /// message`), or the one line saying why they cannot be decoded.
+    lines: Vec<String>,
+    /// When the first byte arrived.
+    first_at: Option<Instant>,
+}
+
+/// A guest's log, filled by its reader thread; waiters are woken on every
+/// arrival.
+#[derive(Default)]
+struct SharedLog {
+    log: Mutex<Log>,
+    arrived: Condvar,
+}
+
+impl SharedLog {
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `found` returns something for the log, up to `timeout`.
+    fn wait_for<T>(&self, timeout: Duration, mut found: impl FnMut(&Log) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut log = self.lock();
+        loop {
+            if let Some(t) = found(&log) {
+                return Some(t);
+            }
+            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+            log = self.arrived.wait_timeout(log, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+/// The reader thread: keeps every byte of the log stream and decodes it as
+/// it arrives, with the table parsed once at boot.
+fn read_log(mut stream: UnixStream, table: Result<defmt_decoder::Table, String>, shared: &SharedLog) {
+    let mut decoder = match &table {
+        Ok(table) => Some(table.new_stream_decoder()),
+        Err(e) => {
+            shared.lock().lines.push(format!("(undecodable log: {e})"));
+            None
+        }
+    };
+    let mut received = 0usize;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let arrived = Instant::now();
+        received += n;
+        let mut lines = Vec::new();
+        if let Some(decoder) = decoder.as_mut() {
+            decoder.received(&buf[..n]);
+            // Every decoded or dropped frame consumes at least one byte, so
+            // this bound is never reached on a well-formed stream; it only
+            // guarantees termination.
+            for _ in 0..=received {
+                match decoder.decode() {
+                    Ok(frame) => {
+                        let level = frame.level().map_or("PRINT", |l| l.as_str());
+                        lines.push(format!("{} {}", level.to_uppercase(), frame.display_message()));
+                    }
+                    Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
+                    Err(defmt_decoder::DecodeError::Malformed) => lines.push("(malformed log frame)".into()),
+                }
+            }
+        }
+        let mut log = shared.lock();
+        log.first_at.get_or_insert(arrived);
+        log.bytes.extend_from_slice(&buf[..n]);
+        log.lines.append(&mut lines);
+        drop(log);
+        shared.arrived.notify_all();
+    }
+}
+
 /// A running guest: QEMU, its agent stream, and its log as it arrives.
 /// Dropping it kills QEMU if it still runs and removes the sockets.
 pub struct Guest {
     child: Child,
     /// The agent console's byte stream.
     pub agent: UnixStream,
-    log: Arc<Mutex<Vec<u8>>>,
-    first_log_at: Arc<OnceLock<Instant>>,
+    log: Arc<SharedLog>,
     log_reader: Option<JoinHandle<()>>,
-    elf: Vec<u8>,
     dir: PathBuf,
     /// When QEMU was spawned.
     pub spawned_at: Instant,
@@ -165,13 +240,15 @@ impl Guest {
     /// Boots the guest ELF with `cmdline` under TCG (or KVM when a hardware
     /// module is loaded), its log on a socket.
     pub fn boot(cmdline: &str) -> Result<Guest, String> {
-        Guest::boot_elf(&elf_path(), ConsolePort::SerialPort, cmdline)
+        Guest::boot_elf(&elf_path(), &BootOptions { cmdline: cmdline.to_owned(), ..BootOptions::default() })
     }
 
-    /// Boots `elf_path` like [`Guest::boot`], with the agent console on
-    /// `console`.
-    pub fn boot_elf(elf_path: &Path, console: ConsolePort, cmdline: &str) -> Result<Guest, String> {
+    /// Boots `elf_path` like [`Guest::boot`], as `options` say.
+    pub fn boot_elf(elf_path: &Path, options: &BootOptions) -> Result<Guest, String> {
         let elf = std::fs::read(elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))?;
+        let table = defmt_decoder::Table::parse(&elf)
+            .map_err(|e| format!("reading the defmt table: {e}"))
+            .and_then(|table| table.ok_or_else(|| "the guest ELF has no defmt table".to_owned()));
         let qemu = find_qemu().ok_or("qemu-system-x86_64 not found on PATH")?;
         let dir = socket_dir();
         let agent_socket = dir.join("agent.sock");
@@ -181,12 +258,12 @@ impl Guest {
         let config = QemuConfig {
             qemu,
             guest: elf_path.to_path_buf(),
-            memory_mib: TEST_MEMORY_MIB,
+            memory_mib: options.memory_mib,
             accel: Accel::Auto,
             agent_socket,
-            console,
+            console: options.console,
             log: LogSink::Socket(log_socket),
-            cmdline: cmdline.to_owned(),
+            cmdline: options.cmdline.clone(),
         };
         let spawned_at = Instant::now();
         let mut child = config
@@ -197,7 +274,7 @@ impl Guest {
         let deadline = spawned_at + CONNECT_TIMEOUT;
         let connected = accept_until(&agent_listener, &mut child, deadline)
             .and_then(|agent| Ok((agent, accept_until(&log_listener, &mut child, deadline)?)));
-        let (agent, mut log_stream) = match connected {
+        let (agent, log_stream) = match connected {
             Ok(streams) => streams,
             Err(e) => {
                 let _ = child.kill();
@@ -206,20 +283,10 @@ impl Guest {
                 return Err(e);
             }
         };
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let first_log_at = Arc::new(OnceLock::new());
-        let (sink, first) = (Arc::clone(&log), Arc::clone(&first_log_at));
-        let log_reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = log_stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                first.get_or_init(Instant::now);
-                sink.lock().expect("log lock").extend_from_slice(&buf[..n]);
-            }
-        });
-        Ok(Guest { child, agent, log, first_log_at, log_reader: Some(log_reader), elf, dir, spawned_at })
+        let log = Arc::new(SharedLog::default());
+        let shared = Arc::clone(&log);
+        let log_reader = std::thread::spawn(move || read_log(log_stream, table, &shared));
+        Ok(Guest { child, agent, log, log_reader: Some(log_reader), dir, spawned_at })
     }
 
     /// QEMU's process id.
@@ -229,46 +296,27 @@ impl Guest {
 
     /// The raw log bytes received so far.
     pub fn log_bytes(&self) -> Vec<u8> {
-        self.log.lock().expect("log lock").clone()
+        self.log.lock().bytes.clone()
     }
 
     /// When the first log byte arrived (as its reader saw it), if one has.
     pub fn first_log_at(&self) -> Option<Instant> {
-        self.first_log_at.get().copied()
+        self.log.lock().first_at
     }
 
     /// Waits until at least `n` raw log bytes have arrived; returns them.
     pub fn wait_for_log_bytes(&self, n: usize, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let bytes = self.log_bytes();
-            if bytes.len() >= n {
-                return Some(bytes);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        self.log.wait_for(timeout, |log| (log.bytes.len() >= n).then(|| log.bytes.clone()))
     }
 
     /// The log decoded so far, one line per frame.
     pub fn log_lines(&self) -> Vec<String> {
-        decode_log(&self.elf, &self.log_bytes()).unwrap_or_else(|e| vec![format!("(undecodable log: {e})")])
+        self.log.lock().lines.clone()
     }
 
     /// Waits until a decoded log line contains `needle`; returns that line.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.log_lines().into_iter().find(|l| l.contains(needle)) {
-                return Some(line);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        self.log.wait_for(timeout, |log| log.lines.iter().find(|l| l.contains(needle)).cloned())
     }
 
     /// Waits for QEMU to exit; `None` if it still runs at the timeout.
@@ -324,4 +372,66 @@ pub fn rss_kib(pid: u32) -> Result<u64, String> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| "no VmRSS in /proc status".into())
+}
+
+/// The share of one core a process uses over `window` (1.0 is a whole
+/// core): its CPU time across the window over the wall time that passed.
+pub fn cpu_share(pid: u32, window: Duration) -> Result<f64, String> {
+    let (started, before) = (Instant::now(), cpu_time(pid)?);
+    std::thread::sleep(window);
+    let used = cpu_time(pid)?.saturating_sub(before);
+    Ok(used.as_secs_f64() / started.elapsed().as_secs_f64())
+}
+
+/// Peak resident set sizes: a thread samples [`rss_kib`] of each process
+/// every [`PeakRss::INTERVAL`] until [`PeakRss::finish`] (a process that
+/// cannot be read counts as 0).
+pub struct PeakRss {
+    peaks: Arc<Vec<AtomicU64>>,
+    stop: Arc<AtomicBool>,
+    sampler: Option<JoinHandle<()>>,
+}
+
+impl PeakRss {
+    /// How often the sampler reads `/proc`.
+    pub const INTERVAL: Duration = Duration::from_millis(20);
+
+    /// Starts sampling `pids`; the first sample is taken at once.
+    pub fn start(pids: &[u32]) -> PeakRss {
+        let peaks: Arc<Vec<AtomicU64>> = Arc::new(pids.iter().map(|_| AtomicU64::new(0)).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (pids, sampled, stopped) = (pids.to_vec(), Arc::clone(&peaks), Arc::clone(&stop));
+        let sampler = std::thread::spawn(move || {
+            loop {
+                for (pid, peak) in pids.iter().zip(sampled.iter()) {
+                    peak.fetch_max(rss_kib(*pid).unwrap_or(0), Ordering::Relaxed);
+                }
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(PeakRss::INTERVAL);
+            }
+        });
+        PeakRss { peaks, stop, sampler: Some(sampler) }
+    }
+
+    /// Stops sampling (after one last sample) and returns each process's
+    /// peak RSS in KiB, in the order the pids were given.
+    pub fn finish(mut self) -> Vec<u64> {
+        self.stop_sampler();
+        self.peaks.iter().map(|p| p.load(Ordering::Relaxed)).collect()
+    }
+
+    fn stop_sampler(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.stop_sampler();
+    }
 }

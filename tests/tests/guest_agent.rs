@@ -11,9 +11,10 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use host_sync::{Accel, Client, Error, Sandbox, SandboxConfig};
+use host_sync::{Client, Error, Sandbox, SandboxConfig};
 use sha2::{Digest, Sha256};
-use tests::guest;
+use tests::bench::mb_per_s;
+use tests::guest::{self, PeakRss};
 
 fn one_qemu() -> MutexGuard<'static, ()> {
     static QEMU: Mutex<()> = Mutex::new(());
@@ -23,8 +24,6 @@ fn one_qemu() -> MutexGuard<'static, ()> {
 fn config(memory_mib: u32) -> SandboxConfig {
     let mut config = SandboxConfig::new(guest::elf_path());
     config.memory_mib = memory_mib;
-    config.accel = Accel::Auto;
-    config.boot_timeout = Duration::from_secs(30);
     config
 }
 
@@ -160,8 +159,7 @@ fn a_64_mib_file_round_trips_with_its_checksum() {
     assert_eq!(sandbox.fs().read_to("/big", &mut sink).unwrap(), len);
     let read = start.elapsed();
     assert_eq!(sink.0.finalize().to_vec(), pattern_hash(len, 7));
-    let mbps = |d: Duration| len as f64 / 1e6 / d.as_secs_f64();
-    println!("64 MiB: write {:.1} MB/s, read {:.1} MB/s", mbps(wrote), mbps(read));
+    println!("64 MiB: write {:.1} MB/s, read {:.1} MB/s", mb_per_s(len, wrote), mb_per_s(len, read));
 }
 
 #[test]
@@ -171,17 +169,7 @@ fn a_256_mib_transfer_keeps_host_memory_bounded() {
     let len = 256 << 20;
     let me = std::process::id();
     let before = rss_kib(me);
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
-        std::thread::spawn(move || {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(me), std::sync::atomic::Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let peak = PeakRss::start(&[me]);
     let start = Instant::now();
     assert_eq!(sandbox.fs().write_from("/huge", &mut Pattern::new(len, 11)).unwrap(), len);
     let wrote = start.elapsed();
@@ -189,15 +177,12 @@ fn a_256_mib_transfer_keeps_host_memory_bounded() {
     let start = Instant::now();
     assert_eq!(sandbox.fs().read_to("/huge", &mut sink).unwrap(), len);
     let read = start.elapsed();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    sampler.join().unwrap();
+    let grew = peak.finish()[0].saturating_sub(before);
     assert_eq!(sink.0.finalize().to_vec(), pattern_hash(len, 11));
-    let grew = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before);
-    let mbps = |d: Duration| len as f64 / 1e6 / d.as_secs_f64();
     println!(
         "256 MiB: write {:.1} MB/s, read {:.1} MB/s; host RSS grew by {} KiB; QEMU RSS {} MiB",
-        mbps(wrote),
-        mbps(read),
+        mb_per_s(len, wrote),
+        mb_per_s(len, read),
         grew,
         rss_kib(sandbox.pid()) / 1024
     );
@@ -298,10 +283,7 @@ fn an_idle_agent_costs_almost_no_host_cpu() {
     let _q = one_qemu();
     let sandbox = start(64);
     std::thread::sleep(Duration::from_millis(300));
-    let cpu = |pid: u32| guest::cpu_time(pid).unwrap().as_secs_f64();
-    let (t0, c0) = (Instant::now(), cpu(sandbox.pid()));
-    std::thread::sleep(Duration::from_secs(2));
-    let share = (cpu(sandbox.pid()) - c0) / t0.elapsed().as_secs_f64();
+    let share = guest::cpu_share(sandbox.pid(), Duration::from_secs(2)).unwrap();
     println!("idle agent: {:.2}% of a core", share * 100.0);
     assert!(share < 0.05, "idle QEMU used {:.1}% of a core", share * 100.0);
 }

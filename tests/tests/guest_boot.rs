@@ -16,7 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use host_sync::qemu::ConsolePort;
-use tests::guest::{Guest, cpu_time, floor_elf_path, rss_kib, stock_echo_elf_path};
+use tests::bench::mb_per_s;
+use tests::guest::{BootOptions, Guest, cpu_share, floor_elf_path, rss_kib, stock_echo_elf_path};
 use tests::rng::Rng;
 
 /// How long the guest may take from spawn to its "ready" log line.
@@ -57,8 +58,9 @@ fn boot(cmdline: &str) -> Guest {
 }
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    (0..len.div_ceil(8)).flat_map(|_| rng.next_u64().to_le_bytes()).take(len).collect()
+    let mut data = vec![0u8; len];
+    Rng::new(seed).fill(&mut data);
+    data
 }
 
 /// Sends `data` from a writer thread while reading the echo back; returns
@@ -86,10 +88,6 @@ fn assert_same(echoed: &[u8], sent: &[u8]) {
     }
 }
 
-fn megabytes_per_second(bytes: usize, elapsed: Duration) -> f64 {
-    bytes as f64 / elapsed.as_secs_f64() / 1e6
-}
-
 fn echo_throughput(size: usize) {
     let _qemu = one_qemu();
     let mut guest = boot("mode=echo");
@@ -104,7 +102,7 @@ fn echo_throughput(size: usize) {
         "echo of {} MiB: {:.1} ms, {:.1} MB/s (each byte crosses the link twice)",
         size >> 20,
         elapsed.as_secs_f64() * 1e3,
-        megabytes_per_second(size, elapsed)
+        mb_per_s(size as u64, elapsed)
     );
     println!("QEMU RSS: {} KiB", rss_kib(guest.pid()).unwrap_or(0));
 }
@@ -144,10 +142,7 @@ fn idle_guest_uses_almost_no_cpu() {
     let _qemu = one_qemu();
     let guest = boot("mode=echo");
     guest.wait_for_log(READY, BOOT_TIMEOUT).expect("the guest never became ready");
-    let before = cpu_time(guest.pid()).expect("reading QEMU's CPU time");
-    std::thread::sleep(IDLE_WINDOW);
-    let after = cpu_time(guest.pid()).expect("reading QEMU's CPU time");
-    let share = (after - before).as_secs_f64() / IDLE_WINDOW.as_secs_f64();
+    let share = cpu_share(guest.pid(), IDLE_WINDOW).expect("reading QEMU's CPU time");
     println!("idle QEMU CPU: {:.2}% of one core; RSS {} KiB", share * 100.0, rss_kib(guest.pid()).unwrap_or(0));
     assert!(share < IDLE_CPU_MAX, "an idle guest used {:.1}% of a core", share * 100.0);
 }
@@ -197,7 +192,7 @@ fn panic_exits_non_zero() {
 fn floor_guest_writes_its_byte() {
     let _qemu = one_qemu();
     let elf = floor_elf_path();
-    let guest = Guest::boot_elf(&elf, ConsolePort::SerialPort, "")
+    let guest = Guest::boot_elf(&elf, &BootOptions::default())
         .unwrap_or_else(|e| panic!("booting the floor guest {}: {e}", elf.display()));
     let log = guest.wait_for_log_bytes(1, BOOT_TIMEOUT).expect("the floor guest wrote nothing to its debug console");
     assert_eq!(log, [FLOOR_BYTE], "the floor guest's debug console output");
@@ -209,7 +204,7 @@ fn floor_guest_writes_its_byte() {
 fn stock_echo_round_trips_256_kibibytes() {
     let _qemu = one_qemu();
     let elf = stock_echo_elf_path();
-    let mut guest = Guest::boot_elf(&elf, ConsolePort::Console, "")
+    let mut guest = Guest::boot_elf(&elf, &BootOptions { console: ConsolePort::Console, ..BootOptions::default() })
         .unwrap_or_else(|e| panic!("booting the stock echo guest {}: {e}", elf.display()));
     let ready = guest.wait_for_log(STOCK_READY, BOOT_TIMEOUT);
     println!("spawn -> `{STOCK_READY}`: {:.1} ms", guest.spawned_at.elapsed().as_secs_f64() * 1e3);
@@ -226,6 +221,6 @@ fn stock_echo_round_trips_256_kibibytes() {
         STOCK_ECHO_BYTES / 1024,
         STOCK_ECHO_STEP / 1024,
         elapsed.as_secs_f64() * 1e3,
-        megabytes_per_second(STOCK_ECHO_BYTES, elapsed)
+        mb_per_s(STOCK_ECHO_BYTES as u64, elapsed)
     );
 }

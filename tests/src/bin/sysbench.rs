@@ -7,17 +7,15 @@
 //! `sysbench --guest ELF --floor ELF --stock ELF --out DIR [--runs N] [--only SECTION]`
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use host_sync::qemu::{Accel, ConsolePort, LogSink, QemuConfig, find_qemu};
+use host_sync::qemu::ConsolePort;
 use host_sync::{Sandbox, SandboxConfig};
 use tests::bench::{Row, Samples, mb_per_s};
-use tests::guest::{accept_until, cpu_time, rss_kib};
+use tests::guest::{BootOptions, Guest, PeakRss, cpu_share, rss_kib};
 
 /// Guest RAM for the benchmark boots: room for 256 MiB files.
 const MEMORY_MIB: u32 = 400;
@@ -34,8 +32,8 @@ const STOCK_ECHO_ATTEMPTS: usize = 5;
 /// counts as lost.
 const ECHO_STALL: Duration = Duration::from_secs(2);
 
-/// How long QEMU may take to connect to its sockets, and a raw guest to
-/// answer: a broken guest fails the run instead of hanging it.
+/// How long a raw guest (the floor, the echoes) may take to write its
+/// first byte: a broken guest fails the run instead of hanging it.
 const RAW_GUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One section of the benchmark: measures and appends its rows.
@@ -102,79 +100,16 @@ fn main() {
     eprintln!("sysbench: wrote {}", path.display());
 }
 
-fn sandbox(guest: &Path, memory_mib: u32, cmdline: &str) -> Sandbox {
+fn sandbox(guest: &Path, memory_mib: u32) -> Sandbox {
     let mut config = SandboxConfig::new(guest);
     config.memory_mib = memory_mib;
-    config.accel = Accel::Auto;
-    config.cmdline = cmdline.into();
     Sandbox::start(config).expect("the guest boots")
 }
 
-/// A QEMU with the product's command line and a raw agent stream (for the
-/// floor guest and the echo guests, which speak no protocol).
-struct RawGuest {
-    child: std::process::Child,
-    agent: UnixStream,
-    log: UnixStream,
-    spawned: Instant,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Boots `elf` with the agent console on `console`; QEMU's connections
-/// and every later read and write on them are bounded by
-/// [`RAW_GUEST_TIMEOUT`].
-fn raw_guest(elf: &Path, console: ConsolePort, cmdline: &str, memory_mib: u32) -> RawGuest {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir =
-        std::env::temp_dir().join(format!("sysbench-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = TempDir(dir);
-    let (agent_path, log_path) = (dir.0.join("agent.sock"), dir.0.join("log.sock"));
-    let agent_listener = UnixListener::bind(&agent_path).unwrap();
-    let log_listener = UnixListener::bind(&log_path).unwrap();
-    let config = QemuConfig {
-        qemu: find_qemu().expect("qemu-system-x86_64 on PATH"),
-        guest: elf.to_path_buf(),
-        memory_mib,
-        accel: Accel::Auto,
-        agent_socket: agent_path,
-        console,
-        log: LogSink::Socket(log_path),
-        cmdline: cmdline.into(),
-    };
-    let spawned = Instant::now();
-    let mut child = config.command().stdin(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawning QEMU");
-    let deadline = spawned + RAW_GUEST_TIMEOUT;
-    let connected = accept_until(&agent_listener, &mut child, deadline)
-        .and_then(|agent| Ok((agent, accept_until(&log_listener, &mut child, deadline)?)));
-    let (agent, log) = match connected {
-        Ok(streams) => streams,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("booting {}: {e}", elf.display());
-        }
-    };
-    for stream in [&agent, &log] {
-        stream.set_read_timeout(Some(RAW_GUEST_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(RAW_GUEST_TIMEOUT)).unwrap();
-    }
-    RawGuest { child, agent, log, spawned, _dir: dir }
-}
-
-impl Drop for RawGuest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Boots `elf`, which speaks no protocol (the floor, the echo guests), as
+/// `options` say; a guest that does not boot fails the run.
+fn raw_guest(elf: &Path, options: &BootOptions) -> Guest {
+    Guest::boot_elf(elf, options).unwrap_or_else(|e| panic!("booting {}: {e}", elf.display()))
 }
 
 fn boot(o: &Options, rows: &mut Vec<Row>) {
@@ -182,7 +117,7 @@ fn boot(o: &Options, rows: &mut Vec<Row>) {
     let (mut guest_boot, mut guest_ready) = (Vec::new(), Vec::new());
     let (mut first_rtt, mut warm_rtt) = (Vec::new(), Vec::new());
     for _ in 0..o.runs + 2 {
-        let s = sandbox(&o.guest, MEMORY_MIB, "");
+        let s = sandbox(&o.guest, MEMORY_MIB);
         let t = s.boot_times();
         ours.push(t.spawn_to_ready.as_secs_f64() * 1e3);
         guest_boot.push(t.guest_boot_ns as f64 / 1e6);
@@ -200,10 +135,11 @@ fn boot(o: &Options, rows: &mut Vec<Row>) {
         drop(s);
         // The floor: the same command line booting a guest that writes
         // one byte to its debug console and halts.
-        let mut g = raw_guest(&o.floor, ConsolePort::SerialPort, "", MEMORY_MIB);
-        let mut byte = [0u8; 1];
-        g.log.read_exact(&mut byte).expect("the floor guest's byte");
-        floor.push(g.spawned.elapsed().as_secs_f64() * 1e3);
+        let options = BootOptions { memory_mib: MEMORY_MIB, ..BootOptions::default() };
+        let g = raw_guest(&o.floor, &options);
+        g.wait_for_log_bytes(1, RAW_GUEST_TIMEOUT).expect("the floor guest's byte");
+        let first_byte = g.first_log_at().expect("a log byte arrived");
+        floor.push((first_byte - g.spawned_at).as_secs_f64() * 1e3);
     }
     let (ours, floor) = (Samples::new(ours), Samples::new(floor));
     let gap = ours.median() - floor.median();
@@ -266,7 +202,9 @@ fn echo_through(stream: UnixStream, len: u64) -> Result<f64, String> {
 /// MB/s of an echo guest's round trip. The clock starts once one byte has
 /// come back, so the guest's boot is not counted as echo time.
 fn guest_echo(elf: &Path, console: ConsolePort, len: u64) -> Result<f64, String> {
-    let mut g = raw_guest(elf, console, "mode=echo", 64);
+    let mut g = raw_guest(elf, &BootOptions { console, cmdline: "mode=echo".into(), ..BootOptions::default() });
+    g.agent.set_read_timeout(Some(RAW_GUEST_TIMEOUT)).map_err(|e| e.to_string())?;
+    g.agent.set_write_timeout(Some(RAW_GUEST_TIMEOUT)).map_err(|e| e.to_string())?;
     let mut first = [0x5au8];
     g.agent.write_all(&first).map_err(|e| format!("sending a first byte: {e}"))?;
     g.agent.read_exact(&mut first).map_err(|e| format!("reading the first byte back: {e}"))?;
@@ -308,16 +246,9 @@ fn socketpair_echo(len: u64) -> f64 {
     r
 }
 
-/// Streams a fixed byte pattern of a given length without holding it.
-struct Zeroes(u64);
-
-impl Read for Zeroes {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (buf.len() as u64).min(self.0) as usize;
-        buf[..n].fill(0x33);
-        self.0 -= n as u64;
-        Ok(n)
-    }
+/// `len` bytes of a fixed value, streamed without being held.
+fn filler(len: u64) -> impl Read {
+    std::io::repeat(0x33).take(len)
 }
 
 fn throughput(o: &Options, rows: &mut Vec<Row>) {
@@ -327,9 +258,9 @@ fn throughput(o: &Options, rows: &mut Vec<Row>) {
         let (mut write, mut read, mut echo, mut stock, mut pair) = (vec![], vec![], vec![], vec![], vec![]);
         let mut rewrite = vec![];
         for _ in 0..o.runs {
-            let s = sandbox(&o.guest, MEMORY_MIB, "");
+            let s = sandbox(&o.guest, MEMORY_MIB);
             let start = Instant::now();
-            s.fs().write_from("/bench", &mut Zeroes(len)).unwrap();
+            s.fs().write_from("/bench", &mut filler(len)).unwrap();
             write.push(mb_per_s(len, start.elapsed()));
             let start = Instant::now();
             s.fs().read_to("/bench", &mut std::io::sink()).unwrap();
@@ -339,7 +270,7 @@ fn throughput(o: &Options, rows: &mut Vec<Row>) {
             // reuses the blocks just freed, which shows the path without it.
             s.fs().remove("/bench").unwrap();
             let start = Instant::now();
-            s.fs().write_from("/bench", &mut Zeroes(len)).unwrap();
+            s.fs().write_from("/bench", &mut filler(len)).unwrap();
             rewrite.push(mb_per_s(len, start.elapsed()));
             drop(s);
             echo.push(guest_echo(&o.guest, ConsolePort::SerialPort, len).unwrap_or_else(|e| panic!("our echo: {e}")));
@@ -387,68 +318,53 @@ fn throughput(o: &Options, rows: &mut Vec<Row>) {
     ));
 }
 
-/// Operations per second of `op`, run by `threads` threads for `window`.
-fn ops_per_second(threads: usize, window: Duration, op: impl Fn(usize, u64) + Send + Sync + 'static) -> f64 {
-    let op = Arc::new(op);
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
+/// One operation of a throughput run, given the thread's index and its
+/// operation count.
+type Op<'a> = dyn Fn(usize, u64) + Sync + 'a;
+
+/// Operations per second of `op` (given the thread's index and its
+/// operation count), run by `threads` threads for `window`.
+fn ops_per_second(threads: usize, window: Duration, op: impl Fn(usize, u64) + Sync) -> f64 {
+    let (stop, count) = (AtomicBool::new(false), AtomicU64::new(0));
     let start = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|t| {
-            let (op, stop, count) = (Arc::clone(&op), Arc::clone(&stop), Arc::clone(&count));
-            std::thread::spawn(move || {
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (op, stop, count) = (&op, &stop, &count);
+            scope.spawn(move || {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     op(t, i);
                     i += 1;
                     count.fetch_add(1, Ordering::Relaxed);
                 }
-            })
-        })
-        .collect();
-    std::thread::sleep(window);
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
+            });
+        }
+        std::thread::sleep(window);
+        stop.store(true, Ordering::Relaxed);
+    });
     count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
 fn latency(o: &Options, rows: &mut Vec<Row>) {
     const WINDOW: Duration = Duration::from_secs(2);
-    let s = Arc::new(sandbox(&o.guest, 128, ""));
+    let s = sandbox(&o.guest, 128);
     s.fs().write("/small", vec![1u8; 4096]).unwrap();
+    let ops: [(&str, &Op); 3] = [
+        ("stat round trips", &|_, _| {
+            s.fs().stat("/small").unwrap();
+        }),
+        ("4 KiB writes", &|t, i| {
+            s.fs().write(&format!("/w{t}-{}", i % 64), [7u8; 4096]).unwrap();
+        }),
+        ("4 KiB reads", &|_, _| {
+            s.fs().read("/small").unwrap();
+        }),
+    ];
     for threads in [1usize, 8] {
-        let stat = {
-            let s = Arc::clone(&s);
-            Samples::collect(o.runs, move || {
-                let s = Arc::clone(&s);
-                ops_per_second(threads, WINDOW, move |_, _| {
-                    s.fs().stat("/small").unwrap();
-                })
-            })
-        };
-        rows.push(Row::plain("latency", &format!("stat round trips, {threads} thread(s)"), "ops/s", stat));
-        let write = {
-            let s = Arc::clone(&s);
-            Samples::collect(o.runs, move || {
-                let s = Arc::clone(&s);
-                ops_per_second(threads, WINDOW, move |t, i| {
-                    s.fs().write(&format!("/w{t}-{}", i % 64), [7u8; 4096]).unwrap();
-                })
-            })
-        };
-        rows.push(Row::plain("latency", &format!("4 KiB writes, {threads} thread(s)"), "ops/s", write));
-        let read = {
-            let s = Arc::clone(&s);
-            Samples::collect(o.runs, move || {
-                let s = Arc::clone(&s);
-                ops_per_second(threads, WINDOW, move |_, _| {
-                    s.fs().read("/small").unwrap();
-                })
-            })
-        };
-        rows.push(Row::plain("latency", &format!("4 KiB reads, {threads} thread(s)"), "ops/s", read));
+        for (label, op) in ops {
+            let rate = Samples::collect(o.runs, || ops_per_second(threads, WINDOW, op));
+            rows.push(Row::plain("latency", &format!("{label}, {threads} thread(s)"), "ops/s", rate));
+        }
     }
 }
 
@@ -488,7 +404,7 @@ fn footprint(o: &Options, rows: &mut Vec<Row>) {
         "KiB",
         Samples::new(vec![static_memory(&elf) as f64 / 1024.0]),
     ));
-    let s = sandbox(&o.guest, MEMORY_MIB, "");
+    let s = sandbox(&o.guest, MEMORY_MIB);
     std::thread::sleep(Duration::from_millis(300));
     let arena_kib = s
         .log_tail()
@@ -505,45 +421,30 @@ fn footprint(o: &Options, rows: &mut Vec<Row>) {
     );
     let booted = rss_kib(s.pid()).unwrap_or(0) as f64 / 1024.0;
     rows.push(Row::plain("footprint", "QEMU RSS after boot", "MiB", Samples::new(vec![booted])));
-    let me = std::process::id();
-    let (qemu_peak, host_peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (q, h, done, pid) = (Arc::clone(&qemu_peak), Arc::clone(&host_peak), Arc::clone(&done), s.pid());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                q.fetch_max(rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
-                h.fetch_max(rss_kib(me).unwrap_or(0), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    s.fs().write_from("/rss", &mut Zeroes(256 << 20)).unwrap();
+    let peaks = PeakRss::start(&[s.pid(), std::process::id()]);
+    s.fs().write_from("/rss", &mut filler(256 << 20)).unwrap();
     s.fs().read_to("/rss", &mut std::io::sink()).unwrap();
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let mib = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1024.0;
+    let peaks = peaks.finish();
+    let (qemu_peak, host_peak) = (peaks[0] as f64 / 1024.0, peaks[1] as f64 / 1024.0);
     rows.push(Row::plain(
         "footprint",
         "QEMU RSS during a 256 MiB transfer (peak)",
         "MiB",
-        Samples::new(vec![mib(&qemu_peak)]),
+        Samples::new(vec![qemu_peak]),
     ));
     rows.push(Row::plain(
         "footprint",
         "host-sync client process RSS during it (peak)",
         "MiB",
-        Samples::new(vec![mib(&host_peak)]),
+        Samples::new(vec![host_peak]),
     ));
 }
 
 fn idle(o: &Options, rows: &mut Vec<Row>) {
     const WINDOW: Duration = Duration::from_secs(5);
-    let s = sandbox(&o.guest, 128, "");
+    let s = sandbox(&o.guest, 128);
     std::thread::sleep(Duration::from_millis(300));
-    let (t0, c0) = (Instant::now(), cpu_time(s.pid()).unwrap());
-    std::thread::sleep(WINDOW);
-    let share = (cpu_time(s.pid()).unwrap() - c0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
+    let share = cpu_share(s.pid(), WINDOW).expect("reading QEMU's CPU time") * 100.0;
     rows.push(
         Row::plain("idle", "QEMU CPU with an idle guest, 5 s", "% of a core", Samples::new(vec![share]))
             .target("< 1% of a core", share < 1.0),
