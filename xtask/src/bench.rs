@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: every benchmark, each against its baseline in the
-//! same run, merged into one report: `target/bench/report.md` and
-//! `target/bench/report.json`.
+//! same run, merged into one report: `report.md` and `report.json` in
+//! `target/bench/` (under `CARGO_TARGET_DIR` when set).
 //!
 //! - codec: `wire` against serde + ciborium (`cargo bench -p wire`);
 //! - the system: boot, throughput, latency, footprint, idle (`sysbench`);
@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::{Result, cargo, root, run};
+use crate::{Result, cargo, run, target_dir};
 
 /// Where the benchmark results go.
 pub fn out_dir() -> PathBuf {
-    root().join("target/bench")
+    target_dir().join("bench")
 }
 
 /// `cargo xtask bench [wire]`.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{GUEST_TARGET, Result, cargo, ensure_guest_target, root, run};
+use crate::{GUEST_TARGET, Result, cargo, ensure_guest_target, run, target_dir};
 
 /// The guest's package.
 const PACKAGE: &str = "unikernel";
@@ -77,15 +77,6 @@ pub fn command() -> Result {
         return Err(format!("the stripped guest ({size} bytes) exceeds its {SIZE_BUDGET_BYTES}-byte budget"));
     }
     Ok(())
-}
-
-/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace
-/// root, as cargo reads it) or `<root>/target`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root().join(dir),
-        None => root().join("target"),
-    }
 }
 
 /// The ELF's size once stripped: `llvm-strip` or `strip` on a temporary

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{Result, cargo, root, run};
+use crate::{Result, cargo, run, target_dir};
 
 /// `cargo xtask run [--demo] [picosandbox options...]`.
 pub fn command(args: &[&str]) -> Result {
@@ -30,7 +30,7 @@ pub fn command(args: &[&str]) -> Result {
 /// Builds the `picosandbox` CLI (release) and returns its path.
 pub fn build_cli() -> Result<PathBuf> {
     run(cargo(&["build", "--release", "-p", "host-sync", "--bin", "picosandbox"]))?;
-    Ok(root().join("target/release/picosandbox"))
+    Ok(target_dir().join("release/picosandbox"))
 }
 
 /// Installs QEMU when it is missing and this process may (root and apt).

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::{Result, cargo, root, run};
+use crate::{Result, cargo, run};
 
 /// The profile the simulation runs in: release, plus the checks the agent's
 /// own `debug_assert!`s and arithmetic rely on, with thin LTO so it builds
@@ -70,7 +70,7 @@ pub fn sweep_for_test() -> Result {
 /// The simulator's speed for `cargo xtask bench`: a short sweep, as the
 /// JSON report it writes (`summary` holds the text of the report).
 pub fn speed_for_bench() -> Result<Value> {
-    let report = root().join("target/bench/sim.json");
+    let report = crate::bench::out_dir().join("sim.json");
     let start = start_from_clock();
     sweep(&[
         ("SIM_START", start.to_string()),
