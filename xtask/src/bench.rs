@@ -34,8 +34,7 @@ fn wire() -> Result {
 fn all() -> Result {
     let started = std::time::Instant::now();
     wire()?;
-    let guest = crate::guest::build()?;
-    let bench_guests = crate::guest::build_bench_guests()?;
+    let guests = crate::guest::build_bench_guests()?;
     run(cargo(&[
         "run",
         "--release",
@@ -45,11 +44,11 @@ fn all() -> Result {
         "sysbench",
         "--",
         "--guest",
-        path(&guest)?,
+        path(&guests.guest)?,
         "--floor",
-        path(&bench_guests.floor)?,
+        path(&guests.floor)?,
         "--stock",
-        path(&bench_guests.stock_echo)?,
+        path(&guests.stock_echo)?,
         "--out",
         path(&out_dir())?,
     ]))?;

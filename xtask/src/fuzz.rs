@@ -86,7 +86,7 @@ fn fuzz_command(dir: &Path) -> Command {
 /// prints its summary there).
 fn run_capturing_stderr(cmd: &mut Command) -> Result<String> {
     use std::io::{BufRead, BufReader};
-    let shown = format!("{:?}", cmd);
+    let shown = crate::shown(cmd);
     eprintln!("\n$ {shown}");
     let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().map_err(|e| format!("{shown}: {e}"))?;
     let mut text = String::new();

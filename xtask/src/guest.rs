@@ -23,9 +23,11 @@ const FLOOR_BIN: &str = "floor";
 const STOCK_ECHO_BIN: &str = "stock_echo";
 const STOCK_ECHO_FEATURE: &str = "stock-echo";
 
-/// The benchmark's baseline guests.
+/// The guests the benchmark boots: the guest and its two baselines.
 #[derive(Debug, Clone)]
 pub struct BenchGuests {
+    /// The guest.
+    pub guest: PathBuf,
     /// The boot floor: spawn -> its one debug-console byte is the floor
     /// under the guest's spawn -> `core.ready`.
     pub floor: PathBuf,
@@ -35,32 +37,29 @@ pub struct BenchGuests {
     pub stock_echo: PathBuf,
 }
 
-/// Builds the guest and returns the path of its ELF.
+/// Builds the guest and returns the path of its ELF. The build covers
+/// every binary of the package that needs no feature: the boot floor too.
 pub fn build() -> Result<PathBuf> {
     ensure_guest_target()?;
     run(cargo(&["build", "-p", PACKAGE, "--target", GUEST_TARGET, "--profile", PROFILE]).env("DEFMT_LOG", DEFMT_LOG))?;
-    let elf = target_dir().join(GUEST_TARGET).join(PROFILE).join(PACKAGE);
-    if !elf.is_file() {
-        return Err(format!("the build produced no {}", elf.display()));
-    }
-    Ok(elf)
+    artifact(PACKAGE)
 }
 
-/// Builds the benchmark's baseline guests (same target and profile as the
-/// guest, each binary on its own so the guest's artifact is untouched) and
-/// returns their ELFs.
+/// Builds the guest and the benchmark's baseline guests (same target and
+/// profile; the stock echo on its own, so the feature it needs leaves the
+/// guest's artifact untouched) and returns their ELFs.
 pub fn build_bench_guests() -> Result<BenchGuests> {
-    ensure_guest_target()?;
-    let build = |bin: &str, features: &[&str]| -> Result<PathBuf> {
-        let mut args = vec!["build", "-p", PACKAGE, "--target", GUEST_TARGET, "--profile", PROFILE, "--bin", bin];
-        for feature in features {
-            args.extend(["--features", feature]);
-        }
-        run(cargo(&args).env("DEFMT_LOG", DEFMT_LOG))?;
-        let elf = target_dir().join(GUEST_TARGET).join(PROFILE).join(bin);
-        if elf.is_file() { Ok(elf) } else { Err(format!("the build produced no {}", elf.display())) }
-    };
-    Ok(BenchGuests { floor: build(FLOOR_BIN, &[])?, stock_echo: build(STOCK_ECHO_BIN, &[STOCK_ECHO_FEATURE])? })
+    let guest = build()?;
+    let floor = artifact(FLOOR_BIN)?;
+    let args = ["build", "-p", PACKAGE, "--target", GUEST_TARGET, "--profile", PROFILE, "--bin", STOCK_ECHO_BIN];
+    run(cargo(&args).args(["--features", STOCK_ECHO_FEATURE]).env("DEFMT_LOG", DEFMT_LOG))?;
+    Ok(BenchGuests { guest, floor, stock_echo: artifact(STOCK_ECHO_BIN)? })
+}
+
+/// The built ELF of `bin`, if the build produced it.
+fn artifact(bin: &str) -> Result<PathBuf> {
+    let elf = target_dir().join(GUEST_TARGET).join(PROFILE).join(bin);
+    if elf.is_file() { Ok(elf) } else { Err(format!("the build produced no {}", elf.display())) }
 }
 
 /// `cargo xtask guest`: build, then print the ELF's path and stripped size.

@@ -18,13 +18,7 @@ pub fn command(args: &[&str]) -> Result {
     let cli = build_cli()?;
     let mut cmd = Command::new(&cli);
     cmd.arg(if demo { "demo" } else { "shell" }).arg("--guest").arg(&guest).args(&passthrough);
-    eprintln!("\n$ {} {}", cli.display(), cmd.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
-    let status = cmd.status().map_err(|e| format!("{}: {e}", cli.display()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("picosandbox {}: {status}", if demo { "demo" } else { "shell" }))
-    }
+    run(cmd)
 }
 
 /// Builds the `picosandbox` CLI (release) and returns its path.
