@@ -4,6 +4,7 @@
 //! `tests/tests/sim.rs`, which reads its plan from `SIM_*` variables (and
 //! writes a JSON report where `SIM_REPORT` says, for `cargo xtask bench`).
 
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -13,6 +14,8 @@ use crate::{Result, cargo, run};
 /// The profile the simulation runs in: release, plus the checks the agent's
 /// own `debug_assert!`s and arithmetic rely on, with thin LTO so it builds
 /// quickly. Defined on the command line, so the manifest stays as it is.
+/// `cargo xtask bench` builds its system benchmark in it too, so the tests
+/// crate is compiled optimised once for both.
 const PROFILE: &str = "sim";
 const PROFILE_CONFIG: [&str; 4] = [
     "profile.sim.inherits=\"release\"",
@@ -90,15 +93,20 @@ fn start_from_clock() -> u64 {
     start
 }
 
+/// `cargo SUBCOMMAND --profile sim ARGS...`, with the profile defined.
+pub fn cargo_in_profile(subcommand: &str, args: &[&str]) -> Command {
+    let mut cmd = cargo(&[]);
+    for config in PROFILE_CONFIG {
+        cmd.args(["--config", config]);
+    }
+    cmd.args([subcommand, "--profile", PROFILE]).args(args);
+    cmd
+}
+
 /// Builds and runs the sweep test with `env`; its output says what ran.
 fn sweep(env: &[(&str, String)]) -> Result {
-    let mut args: Vec<&str> = Vec::new();
-    for config in PROFILE_CONFIG {
-        args.extend(["--config", config]);
-    }
-    args.extend(["test", "--profile", PROFILE, "-p", "tests", "--test", "sim", "--", "--ignored", "--exact"]);
-    args.extend(["sweep_from_env", "--nocapture"]);
-    let mut cmd = cargo(&args);
+    let mut cmd = cargo_in_profile("test", &["-p", "tests", "--test", "sim", "--", "--ignored", "--exact"]);
+    cmd.args(["sweep_from_env", "--nocapture"]);
     for (key, value) in env {
         eprintln!("{key}={value}");
         cmd.env(key, value);
