@@ -32,6 +32,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often bounded waits poll.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
+/// How often a pending accept polls: short, because the log reader starts
+/// only once QEMU has connected both sockets, and a boot measured to the
+/// first log byte must not wait out a long sleep first.
+const ACCEPT_POLL_INTERVAL: Duration = Duration::from_micros(250);
+
 /// The guest ELF: `$PICOSANDBOX_GUEST`, else the `guest`-profile build in
 /// the workspace's target directory.
 ///
@@ -116,7 +121,7 @@ pub fn accept_until(listener: &UnixListener, child: &mut Child, deadline: Instan
         if Instant::now() >= deadline {
             return Err("QEMU did not connect in time".into());
         }
-        std::thread::sleep(POLL_INTERVAL);
+        std::thread::sleep(ACCEPT_POLL_INTERVAL);
     }
 }
 
