@@ -144,10 +144,10 @@ fn an_id_whose_dropped_read_is_still_sending_is_not_reused_until_the_frame_ends(
     let (mut host, _) = host_with_big_file(16);
     host.write(2, "/small", None, b"small file", wire::FS_CHUNK_SIZE);
     let baseline = host.agent.fs().usage();
-    let id = 33_554_431 + 5; // client slot 1
+    let id = SLOT_STEP + 5; // client slot 1
     host.send(id, &FsRequest { op: FsOp::Read { path: "/big" } });
     assert!(host.take_piece() > 0, "the first chunk started");
-    host.send(0, &RelayClientDisconnected { id_start: 33_554_431, id_end_exclusive: 2 * 33_554_431 });
+    host.send(0, &RelayClientDisconnected { id_start: SLOT_STEP, id_end_exclusive: 2 * SLOT_STEP });
     // A new client of the slot reuses the id while the old chunk still goes out.
     host.send(id, &FsRequest { op: FsOp::Read { path: "/small" } });
     let frames = host.take();
