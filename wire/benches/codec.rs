@@ -13,7 +13,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use wire::{Body, FsData, FsEntryInfo, FsEntryKind, FsOp, FsRequest, FsResponse, FsResponseData, Message, Ready};
+use wire::{
+    Body, EntryExtra, FsData, FsEntryInfo, FsEntryKind, FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData,
+    Message, Ready,
+};
 
 /// The reference's envelope: `t` is serialized as a plain string.
 #[derive(Serialize, Deserialize)]
@@ -34,6 +37,62 @@ struct RefFsRequest {
 enum RefFsOp {
     Stat { path: String },
     List { path: String },
+}
+
+/// The current dialect's requests (the reference's `bulk` is omitted when
+/// `None`, so a struct with `op` alone encodes the same).
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct RefCurrentRequest {
+    op: RefCurrentOp,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Default)]
+struct RefOpenOptions {
+    read: bool,
+    write: bool,
+    append: bool,
+    create: bool,
+    truncate: bool,
+    create_new: bool,
+    mode: Option<u32>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+#[allow(dead_code)]
+enum RefCurrentOp {
+    OpenFile { path: String, options: RefOpenOptions },
+    Read { handle: u64, offset: u64, len: Option<u64> },
+}
+
+/// The current dialect's 9-field entry.
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
+struct RefEntry9 {
+    path: String,
+    kind: String,
+    size: u64,
+    mode: u32,
+    modified: Option<i64>,
+    uid: u32,
+    gid: u32,
+    atime: Option<i64>,
+    mtime: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+#[allow(dead_code)]
+enum RefData9 {
+    Stat(RefEntry9),
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct RefResponse9 {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<RefData9>,
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
@@ -198,8 +257,85 @@ fn main() {
     bench_case::<RefFsRequest>(
         &mut rows,
         "Stat request",
-        |buf| wire::encode_frame(1, &FsRequest { op: FsOp::Stat { path: black_box("/etc/hosts") } }, buf).unwrap(),
+        |buf| {
+            wire::encode_frame(
+                1,
+                &FsRequest { bulk: None, op: FsOp::Stat { path: black_box("/etc/hosts"), follow_symlink: None } },
+                buf,
+            )
+            .unwrap()
+        },
         || ref_encode("core.fs.request", 1, 2, &RefFsRequest { op: RefFsOp::Stat { path: "/etc/hosts".into() } }),
+    );
+
+    bench_case::<RefResponse9>(
+        &mut rows,
+        "Stat answer, 9 fields",
+        |buf| {
+            let info = FsEntryInfo {
+                path: black_box("/tmp/data/report.csv"),
+                kind: FsEntryKind::File,
+                size: black_box(123_456),
+                mode: 0o100644,
+                modified: Some(1_700_000_123),
+                extra: Some(EntryExtra {
+                    uid: 1000,
+                    gid: 1000,
+                    atime: Some(1_700_000_100),
+                    mtime: Some(1_700_000_123),
+                }),
+            };
+            let response =
+                FsResponse::<[FsEntryInfo<'_>; 0]> { ok: true, error: None, data: Some(FsResponseData::Stat(info)) };
+            wire::encode_frame(2, &response, buf).unwrap()
+        },
+        || {
+            let info = RefEntry9 {
+                path: "/tmp/data/report.csv".into(),
+                kind: "file".into(),
+                size: 123_456,
+                mode: 0o100644,
+                modified: Some(1_700_000_123),
+                uid: 1000,
+                gid: 1000,
+                atime: Some(1_700_000_100),
+                mtime: Some(1_700_000_123),
+            };
+            ref_encode(
+                "core.fs.response",
+                2,
+                1,
+                &RefResponse9 { ok: true, error: None, data: Some(RefData9::Stat(info)) },
+            )
+        },
+    );
+
+    bench_case::<RefCurrentRequest>(
+        &mut rows,
+        "OpenFile request",
+        |buf| {
+            let options = FsOpenOptions { read: true, write: true, create: true, ..FsOpenOptions::default() };
+            let op = FsOp::OpenFile { path: black_box("/tmp/data/report.csv"), options };
+            wire::encode_frame(1, &FsRequest::new(op), buf).unwrap()
+        },
+        || {
+            let options = RefOpenOptions { read: true, write: true, create: true, ..RefOpenOptions::default() };
+            let op = RefCurrentOp::OpenFile { path: "/tmp/data/report.csv".into(), options };
+            ref_encode("core.fs.request", 1, 2, &RefCurrentRequest { op })
+        },
+    );
+
+    bench_case::<RefCurrentRequest>(
+        &mut rows,
+        "Read{handle} request",
+        |buf| {
+            let op = FsOp::ReadHandle { handle: black_box(65_537), offset: black_box(3 << 20), len: Some(1 << 20) };
+            wire::encode_frame(1, &FsRequest::new(op), buf).unwrap()
+        },
+        || {
+            let op = RefCurrentOp::Read { handle: 65_537, offset: 3 << 20, len: Some(1 << 20) };
+            ref_encode("core.fs.request", 1, 2, &RefCurrentRequest { op })
+        },
     );
 
     let list = entries(50);
@@ -211,6 +347,7 @@ fn main() {
             size: e.size,
             mode: e.mode,
             modified: e.modified,
+            extra: None,
         })
         .collect();
     bench_case::<RefFsResponse>(

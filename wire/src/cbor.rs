@@ -612,6 +612,22 @@ impl<'a> Reader<'a> {
         self.record_entries(field, fields, remaining, f)
     }
 
+    /// Whether the next item is an array whose first element is text (the
+    /// seed-era array form of a `Read`/`Write` body). Never fails: anything
+    /// else, or a malformed item, answers false and is reported by the read
+    /// that follows.
+    pub(crate) fn array_body_starts_with_text(&self) -> bool {
+        // A scratch reader, so a failure here is never the one reported.
+        let mut probe = Reader { buf: self.buf, pos: self.pos, layer: self.layer, failure: Cell::new(None) };
+        match probe.peek("") {
+            Ok(h) if h.major == ARRAY && h.items() != Some(0) => {
+                probe.pos += h.len;
+                matches!(probe.peek(""), Ok(first) if first.major == TEXT)
+            }
+            _ => false,
+        }
+    }
+
     /// Reads the body of a struct variant, which the reference decodes as
     /// "any": a map (like a struct) or an array of the fields in order.
     /// Tags are not skipped here (the reference rejects them).
@@ -646,13 +662,50 @@ impl<'a> Reader<'a> {
         Ok(seen)
     }
 
+    #[cfg(not(feature = "compact"))]
     #[inline]
     fn record_entries(
         &mut self,
         field: &'static str,
         fields: &[&'static str],
-        mut remaining: Remaining,
+        remaining: Remaining,
         mut f: impl FnMut(&mut Self, usize) -> Res<()>,
+    ) -> Res<u32> {
+        self.record_entries_with(field, fields, remaining, &mut f)
+    }
+
+    /// With `compact`, one copy of the entry loop serves every struct (the
+    /// field callback is called through a pointer).
+    #[cfg(feature = "compact")]
+    fn record_entries(
+        &mut self,
+        field: &'static str,
+        fields: &[&'static str],
+        remaining: Remaining,
+        mut f: impl FnMut(&mut Self, usize) -> Res<()>,
+    ) -> Res<u32> {
+        self.record_entries_dyn(field, fields, remaining, &mut f)
+    }
+
+    #[cfg(feature = "compact")]
+    #[inline(never)]
+    fn record_entries_dyn(
+        &mut self,
+        field: &'static str,
+        fields: &[&'static str],
+        remaining: Remaining,
+        f: &mut dyn FnMut(&mut Self, usize) -> Res<()>,
+    ) -> Res<u32> {
+        self.record_entries_with(field, fields, remaining, f)
+    }
+
+    #[inline(always)]
+    fn record_entries_with<G: FnMut(&mut Self, usize) -> Res<()> + ?Sized>(
+        &mut self,
+        field: &'static str,
+        fields: &[&'static str],
+        mut remaining: Remaining,
+        f: &mut G,
     ) -> Res<u32> {
         let mut seen = 0u32;
         // Canonical encoders write fields in declaration order: try the

@@ -356,6 +356,53 @@ impl<'a> DecodePayload<'a> for RelayClientDisconnected {
     }
 }
 
+/// `picosandbox.relay.flow` (an extension; relay -> guest, id 0 only):
+/// while `paused`, the guest sends no read data to the ids in
+/// `[id_start, id_end_exclusive)` (a relay client that has fallen behind);
+/// other answers still flow. A peer that does not know the type answers
+/// `core.error` and the relay falls back to cutting the client off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RelayFlow {
+    /// First id of the client's range.
+    pub id_start: u32,
+    /// One past the last id of the client's range.
+    pub id_end_exclusive: u32,
+    /// Whether read data to the range waits.
+    pub paused: bool,
+}
+
+impl RelayFlow {
+    const FIELDS: [&'static str; 3] = ["id_start", "id_end_exclusive", "paused"];
+}
+
+impl Payload for RelayFlow {
+    const TYPE: MessageType = MessageType::RelayFlow;
+
+    fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
+        e.map(3)?.str("id_start")?.u32(self.id_start)?.str("id_end_exclusive")?.u32(self.id_end_exclusive)?;
+        e.str("paused")?.bool(self.paused)?;
+        Ok(())
+    }
+}
+
+impl<'a> DecodePayload<'a> for RelayFlow {
+    fn decode(p: &'a [u8]) -> Result<Self, Error> {
+        decode_with(p, |r| {
+            let mut out = RelayFlow::default();
+            let seen = r.record("RelayFlow", &Self::FIELDS, |r, i| {
+                match i {
+                    0 => out.id_start = r.u32("RelayFlow.id_start")?,
+                    1 => out.id_end_exclusive = r.u32("RelayFlow.id_end_exclusive")?,
+                    _ => out.paused = r.bool("RelayFlow.paused")?,
+                }
+                Ok(())
+            })?;
+            require(r, seen, &Self::FIELDS, 0b111)?;
+            Ok(out)
+        })
+    }
+}
+
 /// `core.shutdown`: power off. The payload is the unit value, CBOR `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Shutdown;

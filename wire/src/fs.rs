@@ -20,159 +20,680 @@ pub const FS_CHUNK_SIZE: usize = 3 * 1024 * 1024;
 pub struct FsRequest<'a> {
     /// The operation.
     pub op: FsOp<'a>,
+    /// A generation-8 raw-bulk offer (the key is omitted when `None`).
+    pub bulk: Option<BulkOffer>,
+}
+
+impl<'a> FsRequest<'a> {
+    /// A request without a bulk offer.
+    pub const fn new(op: FsOp<'a>) -> Self {
+        FsRequest { op, bulk: None }
+    }
+}
+
+/// A generation-8 raw-bulk offer on an opening request
+/// (`{format, max_record_payload, guest_to_host_credit_limit}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkOffer {
+    /// Bulk record format (generation 8 defines `1`).
+    pub format: u8,
+    /// Largest payload the host accepts in one raw record.
+    pub max_record_payload: u32,
+    /// Initial absolute guest-to-host exclusive send limit.
+    pub guest_to_host_credit_limit: u64,
+}
+
+impl BulkOffer {
+    const FIELDS: [&'static str; 3] = ["format", "max_record_payload", "guest_to_host_credit_limit"];
+
+    fn read(r: &mut Reader<'_>) -> Res<Self> {
+        let mut out = BulkOffer { format: 0, max_record_payload: 0, guest_to_host_credit_limit: 0 };
+        let seen = r.record("BulkOffer", &Self::FIELDS, |r, i| {
+            match i {
+                0 => out.format = r.u8("BulkOffer.format")?,
+                1 => out.max_record_payload = r.u32("BulkOffer.max_record_payload")?,
+                _ => out.guest_to_host_credit_limit = r.u64("BulkOffer.guest_to_host_credit_limit")?,
+            }
+            Ok(())
+        })?;
+        require(r, seen, &Self::FIELDS, 0b111)?;
+        Ok(out)
+    }
+
+    fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
+        e.map(3)?;
+        e.str("format")?.u8(self.format)?;
+        e.str("max_record_payload")?.u32(self.max_record_payload)?;
+        e.str("guest_to_host_credit_limit")?.u64(self.guest_to_host_credit_limit)?;
+        Ok(())
+    }
+}
+
+/// Attributes to change (`SetStat`, `FSetStat`); `None` leaves one as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsSetAttrs {
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Owner user id.
+    pub uid: Option<u32>,
+    /// Owner group id.
+    pub gid: Option<u32>,
+    /// New size (truncate or zero-extend).
+    pub size: Option<u64>,
+    /// Access time, Unix seconds.
+    pub atime: Option<i64>,
+    /// Modification time, Unix seconds.
+    pub mtime: Option<i64>,
+}
+
+impl FsSetAttrs {
+    const FIELDS: [&'static str; 6] = ["mode", "uid", "gid", "size", "atime", "mtime"];
+
+    fn read(r: &mut Reader<'_>) -> Res<Self> {
+        let mut out = FsSetAttrs::default();
+        r.record("FsSetAttrs", &Self::FIELDS, |r, i| {
+            match i {
+                0 => out.mode = opt_u32(r, "FsSetAttrs.mode")?,
+                1 => out.uid = opt_u32(r, "FsSetAttrs.uid")?,
+                2 => out.gid = opt_u32(r, "FsSetAttrs.gid")?,
+                3 => out.size = opt_u64(r, "FsSetAttrs.size")?,
+                4 => out.atime = opt_i64(r, "FsSetAttrs.atime")?,
+                _ => out.mtime = opt_i64(r, "FsSetAttrs.mtime")?,
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
+        e.map(6)?;
+        e.str("mode")?;
+        put_u32(e, self.mode)?;
+        e.str("uid")?;
+        put_u32(e, self.uid)?;
+        e.str("gid")?;
+        put_u32(e, self.gid)?;
+        e.str("size")?;
+        put_u64(e, self.size)?;
+        e.str("atime")?;
+        put_i64(e, self.atime)?;
+        e.str("mtime")?;
+        put_i64(e, self.mtime)?;
+        Ok(())
+    }
+}
+
+/// How `OpenFile` opens a file (Rust's `OpenOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsOpenOptions<'a> {
+    /// Open for reading.
+    pub read: bool,
+    /// Open for writing.
+    pub write: bool,
+    /// Every write goes to the end.
+    pub append: bool,
+    /// Create the file if it is missing.
+    pub create: bool,
+    /// Truncate the file when it opens.
+    pub truncate: bool,
+    /// Create the file, failing if it exists.
+    pub create_new: bool,
+    /// Permission bits for a created file.
+    pub mode: Option<u32>,
+    /// Guest user (`user[:group]`) to open as; `None` is root.
+    pub user: Option<&'a str>,
+}
+
+impl<'a> FsOpenOptions<'a> {
+    const FIELDS: [&'static str; 8] = ["read", "write", "append", "create", "truncate", "create_new", "mode", "user"];
+
+    fn read(r: &mut Reader<'a>) -> Res<Self> {
+        const F: &str = "FsOpenOptions";
+        let mut out = FsOpenOptions::default();
+        let seen = r.record(F, &Self::FIELDS, |r, i| {
+            match i {
+                0 => out.read = r.bool("FsOpenOptions.read")?,
+                1 => out.write = r.bool("FsOpenOptions.write")?,
+                2 => out.append = r.bool("FsOpenOptions.append")?,
+                3 => out.create = r.bool("FsOpenOptions.create")?,
+                4 => out.truncate = r.bool("FsOpenOptions.truncate")?,
+                5 => out.create_new = r.bool("FsOpenOptions.create_new")?,
+                6 => out.mode = opt_u32(r, "FsOpenOptions.mode")?,
+                _ => out.user = opt_str(r, "FsOpenOptions.user")?,
+            }
+            Ok(())
+        })?;
+        require(r, seen, &Self::FIELDS, 0b0011_1111)?;
+        Ok(out)
+    }
+
+    fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
+        e.map(8)?;
+        e.str("read")?.bool(self.read)?;
+        e.str("write")?.bool(self.write)?;
+        e.str("append")?.bool(self.append)?;
+        e.str("create")?.bool(self.create)?;
+        e.str("truncate")?.bool(self.truncate)?;
+        e.str("create_new")?.bool(self.create_new)?;
+        e.str("mode")?;
+        put_u32(e, self.mode)?;
+        e.str("user")?;
+        put_str(e, self.user)?;
+        Ok(())
+    }
 }
 
 /// A filesystem operation (externally tagged: `{"Stat": {"path": "/a"}}`).
+///
+/// Variants of both dialects live here; see the [crate docs](crate#two-dialects-in-one-set-of-types)
+/// for which shape each one has on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsOp<'a> {
-    /// Metadata of a path, not following a final symlink.
+    /// The canonical absolute path (symlinks resolved). Current.
+    RealPath {
+        /// Path to resolve.
+        path: &'a str,
+    },
+    /// Metadata of a path. Seed shape (`None`): does not follow a final
+    /// symlink. Current shape (`Some`): follows it when `true`.
     Stat {
         /// Absolute path.
         path: &'a str,
+        /// Whether to follow a final symlink (the key is absent when `None`).
+        follow_symlink: Option<bool>,
     },
-    /// The direct children of a directory, with full paths.
+    /// Change metadata of a path. Current.
+    SetStat {
+        /// Path to change.
+        path: &'a str,
+        /// Whether to follow a final symlink.
+        follow_symlink: bool,
+        /// What to change.
+        attrs: FsSetAttrs,
+    },
+    /// The direct children of a directory, with full paths. Both dialects.
     List {
         /// Absolute path of the directory.
         path: &'a str,
     },
-    /// Stream a file's content as `core.fs.data` chunks.
+    /// A symlink's target. Current.
+    ReadLink {
+        /// Path of the symlink.
+        path: &'a str,
+    },
+    /// Create a symlink. Current.
+    Symlink {
+        /// What the link points at (stored as given).
+        target: &'a str,
+        /// Where the link is created.
+        link_path: &'a str,
+        /// Guest user to create it as; `None` is root.
+        user: Option<&'a str>,
+    },
+    /// Seed shape: stream a file's content as `core.fs.data` chunks.
     Read {
         /// Absolute path of the file.
         path: &'a str,
     },
-    /// Replace a file with the `core.fs.data` chunks that follow.
+    /// Seed shape: replace a file with the `core.fs.data` chunks that follow.
     Write {
         /// Absolute path of the file.
         path: &'a str,
         /// Permission bits to apply, if any.
         mode: Option<u32>,
     },
-    /// Create a directory and its missing parents (idempotent).
+    /// Seed shape: create a directory and its missing parents (idempotent).
     Mkdir {
         /// Absolute path of the directory.
         path: &'a str,
     },
-    /// Remove a file (or symlink).
+    /// Current shape of `Mkdir`: a directory and its missing parents.
+    MkdirWith {
+        /// Absolute path of the directory.
+        path: &'a str,
+        /// Permission bits for the created directories.
+        mode: Option<u32>,
+        /// Guest user to create them as; `None` is root.
+        user: Option<&'a str>,
+    },
+    /// Remove a file (or symlink). Both dialects.
     Remove {
         /// Absolute path.
         path: &'a str,
     },
-    /// Remove a directory and everything below it.
+    /// Remove a directory. Seed shape (`None`): recursively. Current shape
+    /// (`Some`): recursively only when `true`, else only if empty.
     RemoveDir {
         /// Absolute path of the directory.
         path: &'a str,
+        /// Whether to remove recursively (the key is absent when `None`).
+        recursive: Option<bool>,
     },
-    /// Copy a file, creating the destination's parents.
+    /// Copy a file. Both dialects (same shape).
     Copy {
         /// Source path.
         src: &'a str,
         /// Destination path.
         dst: &'a str,
     },
-    /// Move a file or directory, creating the destination's parents.
+    /// Move a file or directory. Both dialects (same shape).
     Rename {
         /// Source path.
         src: &'a str,
         /// Destination path.
         dst: &'a str,
     },
+    /// Open a file and answer a handle. Current.
+    OpenFile {
+        /// Path of the file.
+        path: &'a str,
+        /// How to open it.
+        options: FsOpenOptions<'a>,
+    },
+    /// Open a directory and answer a handle. Current.
+    OpenDir {
+        /// Path of the directory.
+        path: &'a str,
+    },
+    /// Close a handle. Current.
+    CloseHandle {
+        /// The handle.
+        handle: u64,
+    },
+    /// Current shape of `Read`: stream bytes of an open file from `offset`.
+    ReadHandle {
+        /// The file handle.
+        handle: u64,
+        /// Where to start.
+        offset: u64,
+        /// At most this many bytes; `None` reads to the end.
+        len: Option<u64>,
+    },
+    /// Current shape of `Write`: write the chunks that follow at `offset`.
+    WriteHandle {
+        /// The file handle.
+        handle: u64,
+        /// Where to start.
+        offset: u64,
+        /// The exact number of bytes that will follow, if checked.
+        len: Option<u64>,
+    },
+    /// The next batch of a directory handle's entries. Current.
+    ReadDir {
+        /// The directory handle.
+        handle: u64,
+        /// At most this many entries; `None` is the agent's default.
+        limit: Option<u32>,
+    },
+    /// Metadata of an open handle. Current.
+    FStat {
+        /// The handle.
+        handle: u64,
+    },
+    /// Change metadata through an open handle. Current.
+    FSetStat {
+        /// The handle.
+        handle: u64,
+        /// What to change.
+        attrs: FsSetAttrs,
+    },
+}
+
+fn opt_u32(r: &mut Reader<'_>, field: &'static str) -> Res<Option<u32>> {
+    Ok(if r.none(field)? { None } else { Some(r.u32(field)?) })
+}
+
+fn opt_u64(r: &mut Reader<'_>, field: &'static str) -> Res<Option<u64>> {
+    Ok(if r.none(field)? { None } else { Some(r.u64(field)?) })
+}
+
+fn opt_i64(r: &mut Reader<'_>, field: &'static str) -> Res<Option<i64>> {
+    Ok(if r.none(field)? { None } else { Some(r.i64(field)?) })
+}
+
+fn opt_str<'a>(r: &mut Reader<'a>, field: &'static str) -> Res<Option<&'a str>> {
+    Ok(if r.none(field)? { None } else { Some(r.str(field)?) })
+}
+
+fn put_u32<W: Write>(e: &mut Encoder<W>, v: Option<u32>) -> EncodeResult<W> {
+    match v {
+        Some(v) => e.u32(v)?,
+        None => e.null()?,
+    };
+    Ok(())
+}
+
+fn put_u64<W: Write>(e: &mut Encoder<W>, v: Option<u64>) -> EncodeResult<W> {
+    match v {
+        Some(v) => e.u64(v)?,
+        None => e.null()?,
+    };
+    Ok(())
+}
+
+fn put_i64<W: Write>(e: &mut Encoder<W>, v: Option<i64>) -> EncodeResult<W> {
+    match v {
+        Some(v) => e.i64(v)?,
+        None => e.null()?,
+    };
+    Ok(())
+}
+
+fn put_str<W: Write>(e: &mut Encoder<W>, v: Option<&str>) -> EncodeResult<W> {
+    match v {
+        Some(v) => e.str(v)?,
+        None => e.null()?,
+    };
+    Ok(())
+}
+
+/// Which variant a decoded op body becomes (the shape within it is
+/// decided by the keys present).
+#[derive(Clone, Copy)]
+enum Shape {
+    RealPath,
+    Stat,
+    SetStat,
+    List,
+    ReadLink,
+    Symlink,
+    Mkdir,
+    Remove,
+    RemoveDir,
+    Copy,
+    Rename,
+    OpenFile,
+    OpenDir,
+    CloseHandle,
+    Read,
+    Write,
+    ReadDir,
+    FStat,
+    FSetStat,
+}
+
+/// Every op variant: its wire name, the keys of its body in declaration
+/// order (an array body gives them by position; `Read` and `Write` list
+/// the current keys, then the seed-era ones), and its shape.
+const OP_BODIES: [(&str, &[&str], Shape); 19] = [
+    ("RealPath", &["path"], Shape::RealPath),
+    ("Stat", &["path", "follow_symlink"], Shape::Stat),
+    ("SetStat", &["path", "follow_symlink", "attrs"], Shape::SetStat),
+    ("List", &["path"], Shape::List),
+    ("ReadLink", &["path"], Shape::ReadLink),
+    ("Symlink", &["target", "link_path", "user"], Shape::Symlink),
+    ("Mkdir", &["path", "mode", "user"], Shape::Mkdir),
+    ("Remove", &["path"], Shape::Remove),
+    ("RemoveDir", &["path", "recursive"], Shape::RemoveDir),
+    ("Copy", &["src", "dst"], Shape::Copy),
+    ("Rename", &["src", "dst"], Shape::Rename),
+    ("OpenFile", &["path", "options"], Shape::OpenFile),
+    ("OpenDir", &["path"], Shape::OpenDir),
+    ("CloseHandle", &["handle"], Shape::CloseHandle),
+    ("Read", &["handle", "offset", "len", "path"], Shape::Read),
+    ("Write", &["handle", "offset", "len", "path", "mode"], Shape::Write),
+    ("ReadDir", &["handle", "limit"], Shape::ReadDir),
+    ("FStat", &["handle"], Shape::FStat),
+    ("FSetStat", &["handle", "attrs"], Shape::FSetStat),
+];
+
+/// Every key of every op body, as bits of [`OpFields::seen`].
+mod op_keys {
+    pub(super) const KEYS: [&str; 15] = [
+        "path",
+        "follow_symlink",
+        "attrs",
+        "target",
+        "link_path",
+        "user",
+        "mode",
+        "recursive",
+        "src",
+        "dst",
+        "options",
+        "handle",
+        "offset",
+        "len",
+        "limit",
+    ];
+    pub(super) const PATH: u32 = 1 << 0;
+    pub(super) const FOLLOW: u32 = 1 << 1;
+    pub(super) const ATTRS: u32 = 1 << 2;
+    pub(super) const TARGET: u32 = 1 << 3;
+    pub(super) const LINK_PATH: u32 = 1 << 4;
+    pub(super) const USER: u32 = 1 << 5;
+    pub(super) const MODE: u32 = 1 << 6;
+    pub(super) const RECURSIVE: u32 = 1 << 7;
+    pub(super) const SRC: u32 = 1 << 8;
+    pub(super) const DST: u32 = 1 << 9;
+    pub(super) const OPTIONS: u32 = 1 << 10;
+    pub(super) const HANDLE: u32 = 1 << 11;
+    pub(super) const OFFSET: u32 = 1 << 12;
+    pub(super) const LEN: u32 = 1 << 13;
+}
+
+/// The fields of any op body: one decoder for all of them keeps the codec
+/// small.
+#[derive(Default)]
+struct OpFields<'a> {
+    path: &'a str,
+    follow: bool,
+    attrs: FsSetAttrs,
+    target: &'a str,
+    link_path: &'a str,
+    user: Option<&'a str>,
+    mode: Option<u32>,
+    recursive: bool,
+    src: &'a str,
+    dst: &'a str,
+    options: FsOpenOptions<'a>,
+    handle: u64,
+    offset: u64,
+    len: Option<u64>,
+    limit: Option<u32>,
+    /// Keys seen, as [`op_keys`] bits.
+    seen: u32,
+}
+
+impl<'a> OpFields<'a> {
+    /// Reads a variant body whose keys are `fields` (all in [`op_keys::KEYS`]).
+    fn read(r: &mut Reader<'a>, fields: &[&'static str]) -> Res<Self> {
+        let mut f = OpFields::default();
+        r.variant_record("FsRequest.op", fields, |r, i| {
+            let key = fields[i];
+            let bit = op_keys::KEYS.iter().position(|k| *k == key).unwrap_or(op_keys::KEYS.len() - 1);
+            f.seen |= 1 << bit;
+            match bit {
+                0 => f.path = r.str("path")?,
+                1 => f.follow = r.bool("follow_symlink")?,
+                2 => f.attrs = FsSetAttrs::read(r)?,
+                3 => f.target = r.str("target")?,
+                4 => f.link_path = r.str("link_path")?,
+                5 => f.user = opt_str(r, "user")?,
+                6 => f.mode = opt_u32(r, "mode")?,
+                7 => f.recursive = r.bool("recursive")?,
+                8 => f.src = r.str("src")?,
+                9 => f.dst = r.str("dst")?,
+                10 => f.options = FsOpenOptions::read(r)?,
+                11 => f.handle = r.u64("handle")?,
+                12 => f.offset = r.u64("offset")?,
+                13 => f.len = opt_u64(r, "len")?,
+                _ => f.limit = opt_u32(r, "limit")?,
+            }
+            Ok(())
+        })?;
+        Ok(f)
+    }
 }
 
 impl<'a> FsOp<'a> {
     /// The variant name as on the wire, e.g. `"RemoveDir"`.
     pub const fn name(&self) -> &'static str {
         match self {
+            FsOp::RealPath { .. } => "RealPath",
             FsOp::Stat { .. } => "Stat",
+            FsOp::SetStat { .. } => "SetStat",
             FsOp::List { .. } => "List",
-            FsOp::Read { .. } => "Read",
-            FsOp::Write { .. } => "Write",
-            FsOp::Mkdir { .. } => "Mkdir",
+            FsOp::ReadLink { .. } => "ReadLink",
+            FsOp::Symlink { .. } => "Symlink",
+            FsOp::Read { .. } | FsOp::ReadHandle { .. } => "Read",
+            FsOp::Write { .. } | FsOp::WriteHandle { .. } => "Write",
+            FsOp::Mkdir { .. } | FsOp::MkdirWith { .. } => "Mkdir",
             FsOp::Remove { .. } => "Remove",
             FsOp::RemoveDir { .. } => "RemoveDir",
             FsOp::Copy { .. } => "Copy",
             FsOp::Rename { .. } => "Rename",
+            FsOp::OpenFile { .. } => "OpenFile",
+            FsOp::OpenDir { .. } => "OpenDir",
+            FsOp::CloseHandle { .. } => "CloseHandle",
+            FsOp::ReadDir { .. } => "ReadDir",
+            FsOp::FStat { .. } => "FStat",
+            FsOp::FSetStat { .. } => "FSetStat",
         }
     }
 
+    /// Whether this is a shape only the current dialect has (its answers
+    /// carry 9-field entries).
+    pub const fn is_current_shape(&self) -> bool {
+        !matches!(
+            self,
+            FsOp::Stat { follow_symlink: None, .. }
+                | FsOp::RemoveDir { recursive: None, .. }
+                | FsOp::Read { .. }
+                | FsOp::Write { .. }
+                | FsOp::Mkdir { .. }
+                | FsOp::List { .. }
+                | FsOp::Remove { .. }
+                | FsOp::Copy { .. }
+                | FsOp::Rename { .. }
+        )
+    }
+
     fn read(r: &mut Reader<'a>) -> Res<Self> {
+        use op_keys::*;
         const FIELD: &str = "FsRequest.op";
-        const PATH: [&str; 1] = ["path"];
-        const WRITE: [&str; 2] = ["path", "mode"];
-        const SRC_DST: [&str; 2] = ["src", "dst"];
         let at = r.position();
         let name = r.variant(FIELD)?;
-        let single = |r: &mut Reader<'a>, field: &'static str| -> Res<&'a str> {
-            let mut path = "";
-            let seen = r.variant_record(field, &PATH, |r, _| {
-                path = r.str(field)?;
-                Ok(())
-            })?;
-            require(r, seen, &PATH, 1)?;
-            Ok(path)
+        // The keys of each variant's body, in declaration order (an array
+        // body gives them by position).
+        let Some(&(_, mut fields, shape)) = OP_BODIES.iter().find(|(n, _, _)| n.as_bytes() == name) else {
+            return Err(r.unknown_variant(name, FIELD, at));
         };
-        let pair = |r: &mut Reader<'a>, field: &'static str| -> Res<(&'a str, &'a str)> {
-            let (mut src, mut dst) = ("", "");
-            let seen = r.variant_record(field, &SRC_DST, |r, i| {
-                match i {
-                    0 => src = r.str(field)?,
-                    _ => dst = r.str(field)?,
+        // A `Read`/`Write` array body whose first element is text is the
+        // seed shape, whose keys come first by position.
+        if matches!(shape, Shape::Read | Shape::Write) && r.array_body_starts_with_text() {
+            fields = &fields[3..];
+        }
+        let f = OpFields::read(r, fields)?;
+        let need = |r: &Reader<'a>, keys: u32| require(r, f.seen, &KEYS, keys);
+        let path = f.path;
+        Ok(match shape {
+            Shape::RealPath => need(r, PATH).map(|()| FsOp::RealPath { path })?,
+            Shape::List => need(r, PATH).map(|()| FsOp::List { path })?,
+            Shape::ReadLink => need(r, PATH).map(|()| FsOp::ReadLink { path })?,
+            Shape::Remove => need(r, PATH).map(|()| FsOp::Remove { path })?,
+            Shape::OpenDir => need(r, PATH).map(|()| FsOp::OpenDir { path })?,
+            Shape::CloseHandle => need(r, HANDLE).map(|()| FsOp::CloseHandle { handle: f.handle })?,
+            Shape::FStat => need(r, HANDLE).map(|()| FsOp::FStat { handle: f.handle })?,
+            Shape::Copy => need(r, SRC | DST).map(|()| FsOp::Copy { src: f.src, dst: f.dst })?,
+            Shape::Rename => need(r, SRC | DST).map(|()| FsOp::Rename { src: f.src, dst: f.dst })?,
+            Shape::Stat => {
+                let follow_symlink = (f.seen & FOLLOW != 0).then_some(f.follow);
+                need(r, PATH).map(|()| FsOp::Stat { path, follow_symlink })?
+            }
+            Shape::RemoveDir => {
+                let recursive = (f.seen & RECURSIVE != 0).then_some(f.recursive);
+                need(r, PATH).map(|()| FsOp::RemoveDir { path, recursive })?
+            }
+            Shape::Mkdir if f.seen & (MODE | USER) != 0 => {
+                need(r, PATH).map(|()| FsOp::MkdirWith { path, mode: f.mode, user: f.user })?
+            }
+            Shape::Mkdir => need(r, PATH).map(|()| FsOp::Mkdir { path })?,
+            Shape::SetStat => need(r, PATH | FOLLOW | ATTRS).map(|()| FsOp::SetStat {
+                path,
+                follow_symlink: f.follow,
+                attrs: f.attrs,
+            })?,
+            Shape::Symlink => need(r, TARGET | LINK_PATH).map(|()| FsOp::Symlink {
+                target: f.target,
+                link_path: f.link_path,
+                user: f.user,
+            })?,
+            Shape::OpenFile => need(r, PATH | OPTIONS).map(|()| FsOp::OpenFile { path, options: f.options })?,
+            Shape::ReadDir => need(r, HANDLE).map(|()| FsOp::ReadDir { handle: f.handle, limit: f.limit })?,
+            Shape::FSetStat => need(r, HANDLE | ATTRS).map(|()| FsOp::FSetStat { handle: f.handle, attrs: f.attrs })?,
+            Shape::Read | Shape::Write if f.seen & (HANDLE | OFFSET | LEN) != 0 => {
+                need(r, HANDLE | OFFSET)?;
+                let (handle, offset, len) = (f.handle, f.offset, f.len);
+                match shape {
+                    Shape::Read => FsOp::ReadHandle { handle, offset, len },
+                    _ => FsOp::WriteHandle { handle, offset, len },
                 }
-                Ok(())
-            })?;
-            require(r, seen, &SRC_DST, 0b11)?;
-            Ok((src, dst))
-        };
-        Ok(match name {
-            b"Stat" => FsOp::Stat { path: single(r, "FsOp.Stat.path")? },
-            b"List" => FsOp::List { path: single(r, "FsOp.List.path")? },
-            b"Read" => FsOp::Read { path: single(r, "FsOp.Read.path")? },
-            b"Mkdir" => FsOp::Mkdir { path: single(r, "FsOp.Mkdir.path")? },
-            b"Remove" => FsOp::Remove { path: single(r, "FsOp.Remove.path")? },
-            b"RemoveDir" => FsOp::RemoveDir { path: single(r, "FsOp.RemoveDir.path")? },
-            b"Copy" => {
-                let (src, dst) = pair(r, "FsOp.Copy")?;
-                FsOp::Copy { src, dst }
             }
-            b"Rename" => {
-                let (src, dst) = pair(r, "FsOp.Rename")?;
-                FsOp::Rename { src, dst }
-            }
-            b"Write" => {
-                let (mut path, mut mode) = ("", None);
-                let seen = r.variant_record("FsOp.Write", &WRITE, |r, i| {
-                    match i {
-                        0 => path = r.str("FsOp.Write.path")?,
-                        _ => mode = if r.none("FsOp.Write.mode")? { None } else { Some(r.u32("FsOp.Write.mode")?) },
-                    }
-                    Ok(())
-                })?;
-                require(r, seen, &WRITE, 0b01)?;
-                FsOp::Write { path, mode }
-            }
-            _ => return Err(r.unknown_variant(name, FIELD, at)),
+            Shape::Read => need(r, PATH).map(|()| FsOp::Read { path })?,
+            Shape::Write => need(r, PATH).map(|()| FsOp::Write { path, mode: f.mode })?,
         })
     }
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(1)?.str(self.name())?;
         match *self {
-            FsOp::Stat { path }
+            FsOp::RealPath { path }
             | FsOp::List { path }
+            | FsOp::ReadLink { path }
             | FsOp::Read { path }
             | FsOp::Mkdir { path }
             | FsOp::Remove { path }
-            | FsOp::RemoveDir { path } => {
+            | FsOp::OpenDir { path }
+            | FsOp::Stat { path, follow_symlink: None }
+            | FsOp::RemoveDir { path, recursive: None } => {
                 e.map(1)?.str("path")?.str(path)?;
+            }
+            FsOp::Stat { path, follow_symlink: Some(flag) } => {
+                e.map(2)?.str("path")?.str(path)?.str("follow_symlink")?.bool(flag)?;
+            }
+            FsOp::RemoveDir { path, recursive: Some(flag) } => {
+                e.map(2)?.str("path")?.str(path)?.str("recursive")?.bool(flag)?;
+            }
+            FsOp::SetStat { path, follow_symlink, attrs } => {
+                e.map(3)?.str("path")?.str(path)?.str("follow_symlink")?.bool(follow_symlink)?.str("attrs")?;
+                attrs.encode(e)?;
+            }
+            FsOp::Symlink { target, link_path, user } => {
+                e.map(3)?.str("target")?.str(target)?.str("link_path")?.str(link_path)?.str("user")?;
+                put_str(e, user)?;
             }
             FsOp::Write { path, mode } => {
                 e.map(2)?.str("path")?.str(path)?.str("mode")?;
-                match mode {
-                    Some(mode) => e.u32(mode)?,
-                    None => e.null()?,
-                };
+                put_u32(e, mode)?;
+            }
+            FsOp::MkdirWith { path, mode, user } => {
+                e.map(3)?.str("path")?.str(path)?.str("mode")?;
+                put_u32(e, mode)?;
+                e.str("user")?;
+                put_str(e, user)?;
             }
             FsOp::Copy { src, dst } | FsOp::Rename { src, dst } => {
                 e.map(2)?.str("src")?.str(src)?.str("dst")?.str(dst)?;
+            }
+            FsOp::OpenFile { path, options } => {
+                e.map(2)?.str("path")?.str(path)?.str("options")?;
+                options.encode(e)?;
+            }
+            FsOp::CloseHandle { handle } | FsOp::FStat { handle } => {
+                e.map(1)?.str("handle")?.u64(handle)?;
+            }
+            FsOp::ReadHandle { handle, offset, len } | FsOp::WriteHandle { handle, offset, len } => {
+                e.map(3)?.str("handle")?.u64(handle)?.str("offset")?.u64(offset)?.str("len")?;
+                put_u64(e, len)?;
+            }
+            FsOp::ReadDir { handle, limit } => {
+                e.map(2)?.str("handle")?.u64(handle)?.str("limit")?;
+                put_u32(e, limit)?;
+            }
+            FsOp::FSetStat { handle, attrs } => {
+                e.map(2)?.str("handle")?.u64(handle)?.str("attrs")?;
+                attrs.encode(e)?;
             }
         }
         Ok(())
@@ -183,22 +704,35 @@ impl Payload for FsRequest<'_> {
     const TYPE: MessageType = MessageType::FsRequest;
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
-        e.map(1)?.str("op")?;
-        self.op.encode(e)
+        match &self.bulk {
+            None => {
+                e.map(1)?.str("op")?;
+                self.op.encode(e)
+            }
+            Some(offer) => {
+                e.map(2)?.str("op")?;
+                self.op.encode(e)?;
+                e.str("bulk")?;
+                offer.encode(e)
+            }
+        }
     }
 }
 
 impl<'a> DecodePayload<'a> for FsRequest<'a> {
     fn decode(p: &'a [u8]) -> Result<Self, Error> {
-        const FIELDS: [&str; 1] = ["op"];
+        const FIELDS: [&str; 2] = ["op", "bulk"];
         decode_with(p, |r| {
-            let mut op = None;
-            r.record("FsRequest", &FIELDS, |r, _| {
-                op = Some(FsOp::read(r)?);
+            let (mut op, mut bulk) = (None, None);
+            r.record("FsRequest", &FIELDS, |r, i| {
+                match i {
+                    0 => op = Some(FsOp::read(r)?),
+                    _ => bulk = if r.none("FsRequest.bulk")? { None } else { Some(BulkOffer::read(r)?) },
+                }
                 Ok(())
             })?;
             match op {
-                Some(op) => Ok(FsRequest { op }),
+                Some(op) => Ok(FsRequest { op, bulk }),
                 None => Err(r.error(ErrorKind::MissingField, "op")),
             }
         })
@@ -288,7 +822,7 @@ impl<'a> FsEntryKind<'a> {
 /// Metadata of one filesystem entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsEntryInfo<'a> {
-    /// The entry's full path.
+    /// The entry's path.
     pub path: &'a str,
     /// What the entry is.
     pub kind: FsEntryKind<'a>,
@@ -298,42 +832,74 @@ pub struct FsEntryInfo<'a> {
     pub mode: u32,
     /// Modification time in Unix seconds, if known.
     pub modified: Option<i64>,
+    /// The current dialect's four extra fields; `None` is the seed-era
+    /// 5-field entry.
+    pub extra: Option<EntryExtra>,
+}
+
+/// Owner and times of an entry: the fields the current dialect's
+/// `FsEntryInfo` adds (`uid` and `gid` are required there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntryExtra {
+    /// Owner user id.
+    pub uid: u32,
+    /// Owner group id.
+    pub gid: u32,
+    /// Last access, Unix seconds.
+    pub atime: Option<i64>,
+    /// Last modification, Unix seconds.
+    pub mtime: Option<i64>,
 }
 
 impl<'a> FsEntryInfo<'a> {
-    const FIELDS: [&'static str; 5] = ["path", "kind", "size", "mode", "modified"];
+    const FIELDS: [&'static str; 9] = ["path", "kind", "size", "mode", "modified", "uid", "gid", "atime", "mtime"];
 
     fn read(r: &mut Reader<'a>) -> Res<Self> {
-        let mut out = FsEntryInfo { path: "", kind: FsEntryKind::File, size: 0, mode: 0, modified: None };
+        let mut out = FsEntryInfo { path: "", kind: FsEntryKind::File, size: 0, mode: 0, modified: None, extra: None };
+        let mut extra = EntryExtra::default();
         let seen = r.record("FsEntryInfo", &Self::FIELDS, |r, i| {
             match i {
                 0 => out.path = r.str("FsEntryInfo.path")?,
                 1 => out.kind = FsEntryKind::from_wire(r.str("FsEntryInfo.kind")?),
                 2 => out.size = r.u64("FsEntryInfo.size")?,
                 3 => out.mode = r.u32("FsEntryInfo.mode")?,
-                _ => {
-                    out.modified =
-                        if r.none("FsEntryInfo.modified")? { None } else { Some(r.i64("FsEntryInfo.modified")?) }
-                }
+                4 => out.modified = opt_i64(r, "FsEntryInfo.modified")?,
+                5 => extra.uid = r.u32("FsEntryInfo.uid")?,
+                6 => extra.gid = r.u32("FsEntryInfo.gid")?,
+                7 => extra.atime = opt_i64(r, "FsEntryInfo.atime")?,
+                _ => extra.mtime = opt_i64(r, "FsEntryInfo.mtime")?,
             }
             Ok(())
         })?;
-        require(r, seen, &Self::FIELDS, 0b01111)?;
+        // `uid` or `gid` makes it a current-dialect entry, which needs both;
+        // `atime`/`mtime` alone are extra keys a seed-era reader skips.
+        const OWNER: u32 = 0b0_0110_0000;
+        const BASE: u32 = 0b0_0000_1111;
+        let current = seen & OWNER != 0;
+        require(r, seen, &Self::FIELDS, if current { BASE | OWNER } else { BASE })?;
+        if current {
+            out.extra = Some(extra);
+        }
         Ok(out)
     }
 
-    /// Encodes this entry as a CBOR map.
+    /// Encodes this entry as a CBOR map (5 or 9 keys, see [`FsEntryInfo::extra`]).
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
-        e.map(5)?;
+        e.map(if self.extra.is_some() { 9 } else { 5 })?;
         e.str("path")?.str(self.path)?;
         e.str("kind")?.str(self.kind.as_str())?;
         e.str("size")?.u64(self.size)?;
         e.str("mode")?.u32(self.mode)?;
         e.str("modified")?;
-        match self.modified {
-            Some(t) => e.i64(t)?,
-            None => e.null()?,
-        };
+        put_i64(e, self.modified)?;
+        if let Some(extra) = &self.extra {
+            e.str("uid")?.u32(extra.uid)?;
+            e.str("gid")?.u32(extra.gid)?;
+            e.str("atime")?;
+            put_i64(e, extra.atime)?;
+            e.str("mtime")?;
+            put_i64(e, extra.mtime)?;
+        }
         Ok(())
     }
 }
@@ -507,13 +1073,18 @@ impl<'a> Iterator for EntryIter<'a> {
 
 impl ExactSizeIterator for EntryIter<'_> {}
 
-/// The data of a successful response: `{"Stat": {...}}` or `{"List": [...]}`.
+/// The data of a successful response: `{"Stat": {...}}`, `{"List": [...]}`,
+/// `{"Handle": n}` or `{"Path": "..."}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsResponseData<'a, L = EntryList<'a>> {
     /// The metadata of one entry.
     Stat(FsEntryInfo<'a>),
     /// The entries of a directory.
     List(L),
+    /// A handle that `OpenFile`/`OpenDir` opened (current dialect).
+    Handle(u64),
+    /// A resolved path (`RealPath`) or a symlink target (`ReadLink`).
+    Path(&'a str),
 }
 
 /// `core.fs.response`: the end of a filesystem session (TERMINAL).
@@ -523,7 +1094,8 @@ pub struct FsResponse<'a, L = EntryList<'a>> {
     pub ok: bool,
     /// A readable error (`null` when none).
     pub error: Option<&'a str>,
-    /// Result data for Stat and List (`null` otherwise).
+    /// Result data for Stat, List, handle opens, RealPath and ReadLink
+    /// (`null` otherwise).
     pub data: Option<FsResponseData<'a, L>>,
 }
 
@@ -567,6 +1139,12 @@ impl<L: EntrySource> Payload for FsResponse<'_, L> {
                 });
                 result?;
             }
+            Some(FsResponseData::Handle(handle)) => {
+                e.map(1)?.str("Handle")?.u64(*handle)?;
+            }
+            Some(FsResponseData::Path(path)) => {
+                e.map(1)?.str("Path")?.str(path)?;
+            }
         }
         Ok(())
     }
@@ -597,6 +1175,8 @@ fn read_data<'a>(r: &mut Reader<'a>) -> Res<FsResponseData<'a>> {
     match r.variant(FIELD)? {
         b"Stat" => Ok(FsResponseData::Stat(FsEntryInfo::read(r)?)),
         b"List" => Ok(FsResponseData::List(EntryList::read(r)?)),
+        b"Handle" => Ok(FsResponseData::Handle(r.u64("FsResponseData.Handle")?)),
+        b"Path" => Ok(FsResponseData::Path(r.str("FsResponseData.Path")?)),
         name => Err(r.unknown_variant(name, FIELD, at)),
     }
 }

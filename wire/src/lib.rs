@@ -21,7 +21,7 @@
 //! ```
 //! use wire::{encode_frame, frame_len, FsOp, FsRequest, Message, Body};
 //!
-//! let request = FsRequest { op: FsOp::Stat { path: "/a" } };
+//! let request = FsRequest::new(FsOp::Stat { path: "/a", follow_symlink: None });
 //! let mut buf = [0u8; 64];
 //! let n = encode_frame(1, &request, &mut buf).unwrap();
 //! assert_eq!(n, frame_len(&request));
@@ -30,6 +30,35 @@
 //! assert_eq!(message.id, 1);
 //! assert_eq!(message.body, Body::FsRequest(request));
 //! ```
+//!
+//! # Two dialects in one set of types
+//!
+//! The same three message types carry two generations of filesystem
+//! payloads: the seed-era, path-based surface and the current,
+//! handle-based one (the reference changed the shapes without a
+//! generation bump). The payload's shape tells them apart, and the types
+//! here keep that shape so that a value re-encodes to the bytes it came
+//! from:
+//!
+//! | wire | seed-era shape | current shape |
+//! |---|---|---|
+//! | `Stat` | `follow_symlink: None` | `follow_symlink: Some(_)` |
+//! | `RemoveDir` | `recursive: None` | `recursive: Some(_)` |
+//! | `Mkdir` | [`FsOp::Mkdir`] (`{path}`) | [`FsOp::MkdirWith`] (`{path, mode, user}`) |
+//! | `Read` | [`FsOp::Read`] (`{path}`) | [`FsOp::ReadHandle`] (`{handle, offset, len}`) |
+//! | `Write` | [`FsOp::Write`] (`{path, mode}`) | [`FsOp::WriteHandle`] (`{handle, offset, len}`) |
+//! | `FsEntryInfo` | `extra: None` (5 keys) | `extra: Some(_)` (9 keys) |
+//!
+//! Decoding picks the shape by the keys present: `follow_symlink`,
+//! `recursive`, `mode`/`user` (for `Mkdir`) and `handle`/`offset`/`len`
+//! (for `Read` and `Write`) select the current meaning; an entry with
+//! `uid` or `gid` is a 9-field entry (and then needs both). A `Read` or
+//! `Write` body given as an array (which the reference accepts) is the
+//! seed shape when its first element is text, else the current one. A
+//! `Read`/`Write` map with both `path` and `handle` is the current shape.
+//!
+//! `FsRequest.bulk` (a generation-8 raw-bulk offer) is decoded and
+//! re-encoded as the reference does; accepting it is the agent's business.
 //!
 //! # Decoding tolerance
 //!
@@ -82,12 +111,13 @@ mod error;
 mod frame;
 mod fs;
 mod message;
+pub mod relay;
 
 use minicbor::encode::Write;
 
 pub use cbor::{EncodeResult, Encoder, EndOfBuffer, MAX_NESTING};
 pub use control::{
-    ClockSync, CoreError, CoreErrorKind, InitAck, InitResolved, Ping, Pong, Ready, RelayClientDisconnected,
+    ClockSync, CoreError, CoreErrorKind, InitAck, InitResolved, Ping, Pong, Ready, RelayClientDisconnected, RelayFlow,
     ResolvedUser, Shutdown,
 };
 pub use envelope::{Envelope, Hints, hints};
@@ -97,8 +127,8 @@ pub use frame::{
     parse_frame,
 };
 pub use fs::{
-    EntryIter, EntryList, EntrySource, FS_CHUNK_SIZE, FsData, FsEntryInfo, FsEntryKind, FsOp, FsRequest, FsResponse,
-    FsResponseData, IterEntries,
+    BulkOffer, EntryExtra, EntryIter, EntryList, EntrySource, FS_CHUNK_SIZE, FsData, FsEntryInfo, FsEntryKind, FsOp,
+    FsOpenOptions, FsRequest, FsResponse, FsResponseData, FsSetAttrs, IterEntries,
 };
 pub use message::{CORE_ERROR_GENERATION, MessageType, PROTOCOL_GENERATION};
 
@@ -214,6 +244,7 @@ pub enum Body<'a> {
     Shutdown(Shutdown),
     Ping(Ping),
     Pong(Pong),
+    RelayFlow(RelayFlow),
 }
 
 /// Applies `$f` to the payload inside a [`Body`], whatever its type.
@@ -232,6 +263,7 @@ macro_rules! with_payload {
             Body::Shutdown($p) => $f,
             Body::Ping($p) => $f,
             Body::Pong($p) => $f,
+            Body::RelayFlow($p) => $f,
         }
     };
 }
@@ -252,6 +284,7 @@ impl<'a> Body<'a> {
             MessageType::Shutdown => Body::Shutdown(DecodePayload::decode(p)?),
             MessageType::Ping => Body::Ping(DecodePayload::decode(p)?),
             MessageType::Pong => Body::Pong(DecodePayload::decode(p)?),
+            MessageType::RelayFlow => Body::RelayFlow(DecodePayload::decode(p)?),
         })
     }
 

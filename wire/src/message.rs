@@ -35,11 +35,14 @@ pub enum MessageType {
     Ping,
     /// `core.pong`: guest -> host, answers `core.ping` on the same id.
     Pong,
+    /// `picosandbox.relay.flow`: relay -> guest (an extension of this
+    /// project's relay and guest), pause or resume read data to a client.
+    RelayFlow,
 }
 
 impl MessageType {
     /// Every message type, in declaration order.
-    pub const ALL: [MessageType; 12] = [
+    pub const ALL: [MessageType; 13] = [
         MessageType::InitResolved,
         MessageType::InitAck,
         MessageType::Ready,
@@ -52,6 +55,7 @@ impl MessageType {
         MessageType::Shutdown,
         MessageType::Ping,
         MessageType::Pong,
+        MessageType::RelayFlow,
     ];
 
     /// The longest wire string of any type, in bytes.
@@ -72,13 +76,17 @@ impl MessageType {
             MessageType::Shutdown => "core.shutdown",
             MessageType::Ping => "core.ping",
             MessageType::Pong => "core.pong",
+            MessageType::RelayFlow => "picosandbox.relay.flow",
         }
     }
 
     /// The type for a wire string (exact, case-sensitive match).
     #[inline]
     pub fn from_wire(name: &[u8]) -> Option<MessageType> {
-        // Every name starts with "core."; match the rest, which the
+        if name == b"picosandbox.relay.flow" {
+            return Some(MessageType::RelayFlow);
+        }
+        // Every other name starts with "core."; match the rest, which the
         // compiler turns into a switch on length and a few compares.
         Some(match name.strip_prefix(b"core.")? {
             b"init.resolved" => MessageType::InitResolved,
@@ -114,6 +122,8 @@ impl MessageType {
             MessageType::FsRequest | MessageType::FsData | MessageType::FsResponse => 2,
             MessageType::Error => CORE_ERROR_GENERATION,
             MessageType::Ping | MessageType::Pong => 6,
+            // Only this project's relay sends it, and only to its own guest.
+            MessageType::RelayFlow => PROTOCOL_GENERATION,
             _ => 1,
         }
     }

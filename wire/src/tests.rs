@@ -60,7 +60,7 @@ fn two_frames_in_one_buffer_parse_one_at_a_time() {
 
 #[test]
 fn encoding_checks_the_buffer_and_the_frame_limit() {
-    let request = FsRequest { op: FsOp::Stat { path: "/a" } };
+    let request = FsRequest { bulk: None, op: FsOp::Stat { path: "/a", follow_symlink: None } };
     let mut small = [0u8; 16];
     assert_eq!(
         encode_frame(1, &request, &mut small),
@@ -88,8 +88,8 @@ fn the_data_frame_head_matches_the_full_encoder() {
 #[test]
 fn list_responses_encode_the_same_from_a_slice_an_iterator_and_a_decoded_list() {
     let entries = [
-        FsEntryInfo { path: "/d/a", kind: FsEntryKind::File, size: 3, mode: 0o100644, modified: Some(-1) },
-        FsEntryInfo { path: "/d/b", kind: FsEntryKind::Dir, size: 0, mode: 0o40755, modified: None },
+        FsEntryInfo { path: "/d/a", kind: FsEntryKind::File, size: 3, mode: 0o100644, modified: Some(-1), extra: None },
+        FsEntryInfo { path: "/d/b", kind: FsEntryKind::Dir, size: 0, mode: 0o40755, modified: None, extra: None },
     ];
     let from_slice = encode(1, &FsResponse { ok: true, error: None, data: Some(FsResponseData::List(&entries[..])) });
     let iter = IterEntries(entries.iter().copied());
@@ -106,12 +106,36 @@ fn list_responses_encode_the_same_from_a_slice_an_iterator_and_a_decoded_list() 
 fn a_struct_variant_body_may_be_an_array_as_in_the_reference() {
     // {"op": {"Stat": ["/a"]}} and {"op": {"Write": ["/w"]}} (mode defaults).
     let stat = [0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'S', b't', b'a', b't', 0x81, 0x62, b'/', b'a'];
-    assert_eq!(FsRequest::decode(&stat).unwrap().op, FsOp::Stat { path: "/a" });
+    assert_eq!(FsRequest::decode(&stat).unwrap().op, FsOp::Stat { path: "/a", follow_symlink: None });
     let write = [0xa1, 0x62, b'o', b'p', 0xa1, 0x65, b'W', b'r', b'i', b't', b'e', 0x81, 0x62, b'/', b'w'];
     assert_eq!(FsRequest::decode(&write).unwrap().op, FsOp::Write { path: "/w", mode: None });
     // An empty array lacks the required path.
     let empty = [0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'S', b't', b'a', b't', 0x80];
     assert_eq!(FsRequest::decode(&empty).unwrap_err().kind, ErrorKind::MissingField);
+}
+
+#[test]
+fn an_array_body_of_read_or_write_picks_its_dialect_by_the_first_element() {
+    // {"op": {"Read": ["/r"]}}: the seed shape.
+    let seed = [0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'R', b'e', b'a', b'd', 0x81, 0x62, b'/', b'r'];
+    assert_eq!(FsRequest::decode(&seed).unwrap().op, FsOp::Read { path: "/r" });
+    // {"op": {"Read": [7, 2, null]}}: the handle shape.
+    let handle = [0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'R', b'e', b'a', b'd', 0x83, 0x07, 0x02, 0xf6];
+    assert_eq!(FsRequest::decode(&handle).unwrap().op, FsOp::ReadHandle { handle: 7, offset: 2, len: None });
+    // {"op": {"Write": [7]}}: a handle shape without its required offset.
+    let short = [0xa1, 0x62, b'o', b'p', 0xa1, 0x65, b'W', b'r', b'i', b't', b'e', 0x81, 0x07];
+    let error = FsRequest::decode(&short).unwrap_err();
+    assert_eq!((error.kind, error.field), (ErrorKind::MissingField, "offset"));
+}
+
+#[test]
+fn a_map_with_path_and_handle_is_the_handle_shape() {
+    // {"op": {"Read": {"path": "/r", "handle": 1, "offset": 0}}}
+    let mut p = vec![0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'R', b'e', b'a', b'd', 0xa3];
+    p.extend_from_slice(&[0x64, b'p', b'a', b't', b'h', 0x62, b'/', b'r']);
+    p.extend_from_slice(&[0x66, b'h', b'a', b'n', b'd', b'l', b'e', 0x01]);
+    p.extend_from_slice(&[0x66, b'o', b'f', b'f', b's', b'e', b't', 0x00]);
+    assert_eq!(FsRequest::decode(&p).unwrap().op, FsOp::ReadHandle { handle: 1, offset: 0, len: None });
 }
 
 /// `{"op": {"Stat": {"path": "/a", "x": <value>}}}` with an unknown field.
