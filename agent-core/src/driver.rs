@@ -18,7 +18,7 @@ pub trait Clock {
 
 /// Why the agent asks the platform to power off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(all(feature = "defmt", target_os = "none"), derive(defmt::Format))]
 pub enum PowerOff {
     /// The host sent `core.shutdown`: a clean exit.
     Shutdown,

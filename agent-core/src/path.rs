@@ -66,6 +66,47 @@ pub fn components(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty())
 }
 
+/// What Rust's `Path::parent` gives for `path` (a prefix of it, by
+/// components: trailing `/` and `.` components are not components), as
+/// `std::fs::create_dir_all` walks it: `/a/b/` -> `/a`, `/a/./b/.` -> `/a`,
+/// `/a/..` -> `/a`, `/a` -> `/`, `a` -> `` (the empty path); `None` for `/`
+/// and the empty path.
+pub fn std_parent(path: &str) -> Option<&str> {
+    let rest = trim_end(path);
+    if rest.is_empty() || rest == "/" {
+        return None;
+    }
+    let last = rest.rfind('/').map_or(0, |at| at + 1);
+    Some(trim_end(&rest[..last]))
+}
+
+/// What Rust's `Path::file_name` gives for `path`: its final component
+/// unless that is `..` (trailing `/` and `.` components do not count):
+/// `/a/b/` -> `b`, `/a/.` -> `a`, `/a/..` and `/` -> `None`.
+pub fn std_file_name(path: &str) -> Option<&str> {
+    let rest = trim_end(path);
+    let name = &rest[rest.rfind('/').map_or(0, |at| at + 1)..];
+    match name {
+        "" | "." | ".." => None,
+        name => Some(name),
+    }
+}
+
+/// `path` without trailing separators and `.` components, keeping a
+/// leading `/` and a leading `.` of a relative path (Rust's
+/// `Components::trim_right`).
+fn trim_end(mut path: &str) -> &str {
+    loop {
+        if path.len() > 1 && path.ends_with('/') {
+            path = &path[..path.len() - 1];
+        } else if path.len() > 2 && path.ends_with("/.") {
+            path = &path[..path.len() - 2];
+        } else {
+            return path;
+        }
+    }
+}
+
 /// Whether normalized `path` is `ancestor` or lies below it.
 pub fn is_within(path: &str, ancestor: &str) -> bool {
     ancestor == "/" || path == ancestor || (path.starts_with(ancestor) && path.as_bytes()[ancestor.len()] == b'/')
@@ -118,5 +159,41 @@ mod tests {
         assert!(is_within("/a/b", "/a") && is_within("/a", "/a") && is_within("/x", "/"));
         assert!(!is_within("/ab", "/a") && !is_within("/a", "/a/b"));
         assert_eq!(components("/a/b").collect::<heapless::Vec<_, 4>>().as_slice(), ["a", "b"]);
+    }
+
+    #[test]
+    fn file_names_as_rust_paths_have_them() {
+        for (input, want) in [
+            ("/a/b", Some("b")),
+            ("/a/b/", Some("b")),
+            ("/a/.", Some("a")),
+            ("/a/..", None),
+            ("/", None),
+            ("", None),
+            ("a", Some("a")),
+            (".", None),
+        ] {
+            assert_eq!(std_file_name(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn parents_as_rust_paths_have_them() {
+        for (input, want) in [
+            ("/a/b", Some("/a")),
+            ("/a/b/", Some("/a")),
+            ("/a/./b/.", Some("/a")),
+            ("/a/..", Some("/a")),
+            ("/a", Some("/")),
+            ("//a//", Some("/")),
+            ("/", None),
+            ("//", None),
+            ("", None),
+            ("a", Some("")),
+            ("a/b", Some("a")),
+            ("./a", Some(".")),
+        ] {
+            assert_eq!(std_parent(input), want, "{input}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! once. The bench-only `floor` boots on its own, without this library.
 
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod apic;
 pub mod boot;

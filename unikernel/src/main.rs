@@ -12,6 +12,7 @@
 //! the mode the command line asks for ([`cmdline`]).
 
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 mod cmdline;
@@ -19,6 +20,8 @@ mod console;
 mod memory;
 
 use agent_core::driver::{self, Clock, Exit, Platform, PowerOff};
+use agent_core::handles::{HandleMemory, HandleSlot, MAX_HANDLES, MAX_OPEN_DIRS};
+use agent_core::path::PathBuf;
 use agent_core::ramfs::Ramfs;
 use agent_core::{Agent, Config};
 use embedded_io::{Read, ReadReady, Write};
@@ -159,15 +162,27 @@ fn run_agent(
         platform::exit_failure(ExitCode::Memory)
     }
     let (rx, rest) = arena.split_at_mut(AGENT_RX_BYTES);
-    let (tx, fs_arena) = rest.split_at_mut(AGENT_TX_BYTES);
+    let (tx, rest) = rest.split_at_mut(AGENT_TX_BYTES);
+    let (slot_count, dir_count) = handle_table_size(rest.len());
+    let (slots, rest) = carve::<HandleSlot<Ramfs<'static>>>(rest, slot_count, || HandleSlot::EMPTY);
+    let (dir_paths, fs_arena) = carve::<PathBuf>(rest, dir_count, PathBuf::new);
+    let (Some(slots), Some(dir_paths)) = (slots, dir_paths) else {
+        defmt::error!("free RAM cannot hold the agent's handle table");
+        platform::exit_failure(ExitCode::Memory)
+    };
     let fs_bytes = fs_arena.len();
-    let fs = match Ramfs::new(fs_arena, clock.monotonic_ns()) {
+    let mut fs = match Ramfs::new(fs_arena, clock.monotonic_ns()) {
         Ok(fs) => fs,
         Err(e) => {
             defmt::error!("{=usize} KiB cannot hold a ramfs (needs {=usize})", fs_bytes / 1024, e.needed);
             platform::exit_failure(ExitCode::Memory)
         }
     };
+    // The directories SDK users write into (`/tmp` ...), as a Linux guest has them.
+    if let Err(e) = fs.make_standard_dirs(clock.monotonic_ns()) {
+        defmt::error!("the starting directories do not fit the ramfs: {}", defmt::Display2Format(&e));
+        platform::exit_failure(ExitCode::Memory)
+    }
     let usage = fs.usage();
     defmt::info!(
         "agent: ramfs arena {=usize} KiB ({=usize} blocks of 4 KiB, {=usize} entries), rx {=usize} KiB, outbox {=usize} KiB",
@@ -178,7 +193,8 @@ fn run_agent(
         AGENT_TX_BYTES / 1024
     );
     let config = Config { boot_time_ns: entry_ns, ..Config::default() };
-    let mut agent = match Agent::new(fs, rx, tx, config) {
+    let handles = HandleMemory { slots, dir_paths };
+    let mut agent = match Agent::with_handles(fs, rx, tx, handles, config) {
         Ok(agent) => agent,
         Err(e) => {
             defmt::error!("agent buffers rejected: {}", defmt::Debug2Format(&e));
@@ -209,6 +225,51 @@ struct EchoLimits {
     bytes: Option<u64>,
     /// After this long without input.
     idle_ns: Option<u64>,
+}
+
+/// The share of the free RAM left after the agent's buffers that its
+/// handle table may take: the full table (about 800 KiB) from 8 MiB
+/// on, a smaller one below, so the smallest guest still boots.
+const HANDLE_TABLE_SHARE: usize = 8;
+
+/// Handle slots and open-directory paths for `free` bytes of RAM: up to
+/// [`MAX_HANDLES`] and [`MAX_OPEN_DIRS`], within `free / HANDLE_TABLE_SHARE`
+/// (half of it for directory paths), and at least one of each.
+fn handle_table_size(free: usize) -> (usize, usize) {
+    let budget = free / HANDLE_TABLE_SHARE;
+    let path_bytes = core::mem::size_of::<PathBuf>();
+    let dirs = (budget / 2 / path_bytes).clamp(1, MAX_OPEN_DIRS);
+    let slot_bytes = core::mem::size_of::<HandleSlot<Ramfs<'static>>>();
+    let slots = (budget.saturating_sub(dirs * path_bytes) / slot_bytes).clamp(1, MAX_HANDLES);
+    (slots, dirs)
+}
+
+/// Takes `count` values of `T` (each made by `init`, one at a time, so no
+/// large temporary lands on the stack) from the front of `arena`, aligned.
+/// Returns them and the rest of the arena (all of it, and `None`, if they
+/// do not fit).
+fn carve<T>(
+    arena: &'static mut [u8],
+    count: usize,
+    init: impl Fn() -> T,
+) -> (Option<&'static mut [T]>, &'static mut [u8]) {
+    let pad = arena.as_ptr().align_offset(core::mem::align_of::<T>());
+    let bytes = count.checked_mul(core::mem::size_of::<T>()).and_then(|n| n.checked_add(pad));
+    match bytes {
+        Some(bytes) if bytes <= arena.len() => {
+            let (head, rest) = arena.split_at_mut(bytes);
+            let first = head[pad..].as_mut_ptr().cast::<T>();
+            for i in 0..count {
+                // SAFETY: `first` is aligned for `T` and `head[pad..]` holds
+                // `count` of them; each is written once before any is read.
+                unsafe { first.add(i).write(init()) };
+            }
+            // SAFETY: all `count` values were initialized above, the memory
+            // is borrowed for 'static from `arena` and handed out once.
+            (Some(unsafe { core::slice::from_raw_parts_mut(first, count) }), rest)
+        }
+        _ => (None, arena),
+    }
 }
 
 /// Raw echo: every byte read is written back, until a limit (if any).

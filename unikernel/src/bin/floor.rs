@@ -8,6 +8,7 @@
 //! guest's linker script (load address 1 MiB, `pvh_start32` as entry).
 
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 use core::arch::global_asm;

@@ -14,6 +14,7 @@
 //! here needs time).
 
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 use embedded_io::{Read, Write};
