@@ -1,16 +1,26 @@
 //! The `picosandbox` command line's work, kept in the library so it is
-//! tested like the rest: the shell's commands, the one-shot `fs`
-//! commands, the scripted demo, and the exit codes scripts rely on.
+//! tested like the rest: the shell's commands (the shell itself is in
+//! [`crate::shell`]), the one-shot `fs` commands, the scripted demo, and
+//! the exit codes scripts rely on.
 
-use std::io::{BufRead, Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cancel::{Cancel, CancelReader, CancelWriter};
 use crate::client::Client;
 use crate::error::Error;
-use crate::fs::{Entry, EntryKind};
+use crate::format;
+use crate::fs::open_host;
+use crate::local::Download;
+
+/// Whether an I/O error is a cancelled transfer's (kept as it is, so
+/// callers can tell a cancel from a failure).
+fn is_cancel_io(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<crate::cancel::Cancelled>())
+}
 
 /// Transfers larger than this get a progress bar.
 pub const PROGRESS_THRESHOLD: u64 = 1 << 20;
@@ -29,15 +39,37 @@ pub const EXIT_TIMEOUT: u8 = 4;
 pub const EXIT_LOCAL_IO: u8 = 5;
 /// Exit status: the demo found a step that did not check out.
 pub const EXIT_DEMO_FAILED: u8 = 6;
+/// Exit status: stopped by a signal (Ctrl-C), as shells report `SIGINT`.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The exit status for an error.
 pub fn exit_code(e: &Error) -> u8 {
     match e {
+        Error::Config(_) => EXIT_USAGE,
         Error::Fs { .. } => EXIT_GUEST_REFUSED,
         Error::Timeout(_) => EXIT_TIMEOUT,
-        Error::Io(_) => EXIT_LOCAL_IO,
+        Error::Io(_) | Error::LocalFile { .. } => EXIT_LOCAL_IO,
         _ => EXIT_SANDBOX,
     }
+}
+
+/// An error as the command line words it: settings by their option names
+/// (`--memory 1: ...`).
+pub fn message(e: &Error) -> String {
+    match e {
+        Error::Config(c) => c.for_cli(),
+        other => other.to_string(),
+    }
+}
+
+/// Connects to a running sandbox's relay: a socket that is missing or
+/// that nothing listens on is [`Error::Unreachable`] (exit
+/// [`EXIT_SANDBOX`]), not a local file error.
+pub fn connect(socket: &Path) -> Result<Client, Error> {
+    Client::connect(socket).map_err(|e| match e {
+        Error::Io(source) => Error::Unreachable { socket: socket.to_path_buf(), source },
+        other => other,
+    })
 }
 
 /// The shell's help text.
@@ -53,10 +85,19 @@ commands:
   rmdir PATH           remove a directory and everything in it
   cp SRC DST           copy a guest file
   mv SRC DST           move a guest file or directory
+  ln -s TARGET LINK    make a symbolic link LINK pointing at TARGET
+  readlink PATH        print where a symbolic link points
+  chmod MODE PATH      set permission bits (octal, e.g. 644 or 1777)
+  touch PATH           create an empty file, or set an existing one's times to now
+  truncate SIZE PATH   make a file SIZE bytes long (cut, or extended with zeros; created if missing)
   ping                 measure a round trip to the guest
+  clear                clear the screen
   help                 this text
   exit                 leave (the sandbox shuts down)
-paths with spaces go in double quotes";
+paths with spaces go in double quotes
+keys: Tab completes commands and paths, Up/Down walk the history,
+Ctrl-R searches it, Ctrl-C drops the line or cancels a transfer,
+Ctrl-D leaves";
 
 /// Splits a command line into words; double quotes group words.
 pub fn words(line: &str) -> Result<Vec<String>, String> {
@@ -113,8 +154,20 @@ pub enum Command {
     Cp(String, String),
     /// `mv SRC DST`
     Mv(String, String),
+    /// `ln -s TARGET LINK`
+    Symlink(String, String),
+    /// `readlink PATH`
+    Readlink(String),
+    /// `chmod MODE PATH` (octal permission bits)
+    Chmod(u32, String),
+    /// `touch PATH`
+    Touch(String),
+    /// `truncate SIZE PATH`
+    Truncate(u64, String),
     /// `ping`
     Ping,
+    /// `clear` (the shell clears the screen; elsewhere it does nothing)
+    Clear,
     /// `help`
     Help,
     /// `exit`
@@ -143,43 +196,51 @@ impl Command {
             "rmdir" => Command::Rmdir(arg(1)?),
             "cp" => Command::Cp(arg(1)?, arg(2)?),
             "mv" => Command::Mv(arg(1)?, arg(2)?),
+            "ln" => {
+                if words.get(1).map(String::as_str) != Some("-s") {
+                    return Err("ln: only symbolic links: ln -s TARGET LINK".into());
+                }
+                if words.len() > 4 {
+                    return Err("ln: too many arguments".into());
+                }
+                return Ok(Command::Symlink(arg(2)?, arg(3)?));
+            }
+            "readlink" => Command::Readlink(arg(1)?),
+            "chmod" => {
+                let mode = arg(1)?;
+                let bits = u32::from_str_radix(&mode, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("chmod: {mode:?} is not an octal mode (0 to 7777)"))?;
+                Command::Chmod(bits, arg(2)?)
+            }
+            "touch" => Command::Touch(arg(1)?),
+            "truncate" => {
+                let size = arg(1)?;
+                let bytes = size.parse().map_err(|_| format!("truncate: {size:?} is not a size in bytes"))?;
+                Command::Truncate(bytes, arg(2)?)
+            }
             "ping" => Command::Ping,
+            "clear" => Command::Clear,
             "help" | "?" => Command::Help,
             "exit" | "quit" => Command::Exit,
             other => return Err(format!("unknown command {other:?}; try help")),
         };
         let args = match &command {
-            Command::Ping | Command::Help | Command::Exit => 0,
-            Command::Put(..) | Command::Get(..) | Command::Cp(..) | Command::Mv(..) => 2,
+            Command::Ping | Command::Clear | Command::Help | Command::Exit => 0,
+            Command::Put(..)
+            | Command::Get(..)
+            | Command::Cp(..)
+            | Command::Mv(..)
+            | Command::Symlink(..)
+            | Command::Chmod(..)
+            | Command::Truncate(..) => 2,
             Command::Ls(_) => 1,
             _ => 1,
         };
         expect(args)?;
         Ok(command)
     }
-}
-
-/// `rwxr-xr-x` for permission bits.
-pub fn permissions(mode: u32) -> String {
-    let mut s = String::with_capacity(9);
-    for shift in [6, 3, 0] {
-        let bits = (mode >> shift) & 7;
-        s.push(if bits & 4 != 0 { 'r' } else { '-' });
-        s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    s
-}
-
-/// One `ls` line: type, permissions, size, path.
-pub fn ls_line(e: &Entry) -> String {
-    let kind = match e.kind {
-        EntryKind::Dir => 'd',
-        EntryKind::Symlink => 'l',
-        EntryKind::File => '-',
-        _ => '?',
-    };
-    format!("{kind}{} {:>12} {}", permissions(e.mode), e.size, e.path)
 }
 
 fn progress(len: u64, what: &str, quiet: bool) -> Option<ProgressBar> {
@@ -196,55 +257,76 @@ fn progress(len: u64, what: &str, quiet: bool) -> Option<ProgressBar> {
     Some(bar)
 }
 
+/// How [`run_with`] runs a command.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Hide progress bars (for scripts and tests).
+    pub quiet: bool,
+    /// Colour names in listings (see [`format::colour_wanted`]).
+    pub colour: bool,
+    /// Set from another thread to cancel a transfer (`cat`, `put`, `get`).
+    pub cancel: Cancel,
+}
+
 /// Runs one command against `client`, writing its output to `out`.
 /// `quiet` hides progress bars (for scripts and tests).
 pub fn run(client: &Client, command: &Command, out: &mut impl Write, quiet: bool) -> Result<(), Error> {
+    run_with(client, command, out, &Options { quiet, ..Options::default() })
+}
+
+/// The time now in Unix seconds (0 if the clock is before 1970).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// [`run`] with colours and a cancel flag: a transfer fails with
+/// [`crate::cancel::Cancelled`] within a chunk of the flag being set.
+pub fn run_with(client: &Client, command: &Command, out: &mut impl Write, options: &Options) -> Result<(), Error> {
     let fs = client.fs();
+    let (quiet, cancel) = (options.quiet, &options.cancel);
     match command {
         Command::Ls(path) => {
-            let mut entries = fs.list(path)?;
-            entries.sort_by(|a, b| a.path.cmp(&b.path));
-            for e in entries {
-                writeln!(out, "{}", ls_line(&e))?;
-            }
+            let entries = fs.list(path)?;
+            write!(out, "{}", format::listing(&entries, unix_now(), &chrono::Local, options.colour))?;
         }
         Command::Stat(path) => {
             let e = fs.stat(path)?;
-            writeln!(out, "path:     {}", e.path)?;
-            writeln!(out, "kind:     {:?}", e.kind)?;
-            writeln!(out, "size:     {}", e.size)?;
-            writeln!(out, "mode:     {:o} ({})", e.mode, permissions(e.mode))?;
-            match e.modified {
-                Some(t) => writeln!(out, "modified: {t} (Unix seconds)")?,
-                None => writeln!(out, "modified: unknown")?,
-            }
+            write!(out, "{}", format::stat_text(&e, &chrono::Local))?;
         }
         Command::Cat(path) => {
-            fs.read_to(path, out)?;
+            fs.read_to(path, &mut CancelWriter::new(&mut *out, cancel))?;
         }
         Command::Put(host, guest) => {
-            let len = std::fs::metadata(host)?.len();
+            let (file, mode) = open_host(Path::new(host))?;
+            let len = file.metadata().map_err(|e| Error::local("read", host, e))?.len();
             let bar = progress(len, &format!("put {guest}"), quiet);
-            let n = match &bar {
-                Some(bar) => {
-                    let file = std::fs::File::open(host)?;
-                    put_with(client, &mut bar.wrap_read(file), Path::new(host), guest)?
-                }
-                None => fs.copy_from_host(host, guest)?,
-            };
+            let file = CancelReader::new(file, cancel);
+            let sent = match &bar {
+                Some(bar) => fs.write_from_with_mode(guest, &mut bar.wrap_read(file), Some(mode)),
+                None => fs.write_from_with_mode(guest, &mut { file }, Some(mode)),
+            }
+            .map_err(|e| match e {
+                Error::Io(io) if !is_cancel_io(&io) => Error::local("read", host, io),
+                other => other,
+            });
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            writeln!(out, "{n} bytes -> {guest}")?;
+            writeln!(out, "{} bytes -> {guest}", sent?)?;
         }
         Command::Get(guest, host) => {
             let len = fs.stat(guest)?.size;
+            // The host file is replaced only when the whole file arrived.
+            let mut download = Download::create(host)?;
             let bar = progress(len, &format!("get {guest}"), quiet);
-            let file = std::io::BufWriter::new(std::fs::File::create(host)?);
             let n = match &bar {
-                Some(bar) => fs.read_to(guest, &mut bar.wrap_write(file))?,
-                None => fs.read_to(guest, &mut { file })?,
-            };
+                Some(bar) => fs.read_to(guest, &mut bar.wrap_write(CancelWriter::new(&mut download, cancel))),
+                None => fs.read_to(guest, &mut CancelWriter::new(&mut download, cancel)),
+            }
+            .map_err(|e| download.name_error(e))?;
+            download.commit()?;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
@@ -252,62 +334,33 @@ pub fn run(client: &Client, command: &Command, out: &mut impl Write, quiet: bool
         }
         Command::Mkdir(path) => fs.mkdir(path)?,
         Command::Rm(path) => fs.remove(path)?,
-        Command::Rmdir(path) => fs.remove_dir(path)?,
+        Command::Rmdir(path) => fs.remove_dir_all(path)?,
         Command::Cp(src, dst) => fs.copy(src, dst)?,
         Command::Mv(src, dst) => fs.rename(src, dst)?,
+        Command::Symlink(target, link) => fs.symlink(target, link)?,
+        Command::Readlink(path) => writeln!(out, "{}", fs.read_link(path)?)?,
+        Command::Chmod(mode, path) => fs.set_permissions(path, *mode)?,
+        Command::Touch(path) => {
+            // As touch(1): a new empty file, or an existing one's times now.
+            let file = fs.open(path, crate::fs::OpenOptions::new().write(true).create(true))?;
+            let now = unix_now();
+            file.set_times(Some(now), Some(now))?;
+            file.close()?;
+        }
+        Command::Truncate(size, path) => {
+            // As truncate(1) -s: created if missing, then cut or extended.
+            let file = fs.open(path, crate::fs::OpenOptions::new().write(true).create(true))?;
+            file.set_len(*size)?;
+            file.close()?;
+        }
         Command::Ping => {
             let rtt = client.ping()?;
             writeln!(out, "pong in {:.3} ms", rtt.as_secs_f64() * 1e3)?;
         }
         Command::Help => writeln!(out, "{SHELL_HELP}")?,
-        Command::Exit => {}
+        Command::Clear | Command::Exit => {}
     }
     Ok(())
-}
-
-/// `put` through a progress-reporting reader, keeping the file's permissions.
-fn put_with(client: &Client, input: &mut impl Read, host: &Path, guest: &str) -> Result<u64, Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(host)?.permissions().mode() & 0o7777;
-    client.fs().write_from_with_mode(guest, input, Some(mode))
-}
-
-/// The interactive shell: reads commands from `input` until `exit` or end
-/// of input. Errors are printed and the shell goes on; returns the number
-/// of commands that failed.
-pub fn shell(client: &Client, input: impl BufRead, out: &mut impl Write, err: &mut impl Write, prompt: bool) -> usize {
-    let mut failures = 0;
-    let mut lines = input.lines();
-    loop {
-        if prompt {
-            let _ = write!(out, "picosandbox> ");
-            let _ = out.flush();
-        }
-        let Some(Ok(line)) = lines.next() else { break };
-        let words = match words(&line) {
-            Ok(w) if w.is_empty() => continue,
-            Ok(w) => w,
-            Err(e) => {
-                let _ = writeln!(err, "{e}");
-                failures += 1;
-                continue;
-            }
-        };
-        match Command::parse(&words) {
-            Ok(Command::Exit) => break,
-            Ok(command) => {
-                if let Err(e) = run(client, &command, out, !prompt) {
-                    let _ = writeln!(err, "error: {e}");
-                    failures += 1;
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(err, "{e}");
-                failures += 1;
-            }
-        }
-    }
-    failures
 }
 
 /// One step of the demo and whether it checked out.
@@ -384,7 +437,7 @@ pub fn demo(client: &Client, out: &mut impl Write) -> Vec<DemoStep> {
     );
     step(
         "remove /demo",
-        fs.remove("/demo/copy.bin").and_then(|()| fs.remove_dir("/demo")).map_err(e).and_then(|()| {
+        fs.remove("/demo/copy.bin").and_then(|()| fs.remove_dir_all("/demo")).map_err(e).and_then(|()| {
             match fs.exists("/demo") {
                 Ok(false) => Ok(()),
                 other => Err(format!("/demo still there: {other:?}")),
@@ -421,12 +474,8 @@ mod tests {
         assert!(parse("ping now").is_err());
         assert!(parse("frobnicate").unwrap_err().contains("unknown command"));
         assert_eq!(parse("quit").unwrap(), Command::Exit);
-    }
-
-    #[test]
-    fn permissions_render_like_ls() {
-        assert_eq!(permissions(0o100_644), "rw-r--r--");
-        assert_eq!(permissions(0o755), "rwxr-xr-x");
+        assert_eq!(parse("clear").unwrap(), Command::Clear);
+        assert!(parse("clear now").is_err());
     }
 
     #[test]
@@ -435,6 +484,24 @@ mod tests {
         assert_eq!(exit_code(&fs), EXIT_GUEST_REFUSED);
         assert_eq!(exit_code(&Error::Timeout(Duration::from_secs(1))), EXIT_TIMEOUT);
         assert_eq!(exit_code(&Error::VmExited("x".into())), EXIT_SANDBOX);
+        assert_eq!(exit_code(&Error::Boot("x".into())), EXIT_SANDBOX);
+        let config = crate::config::ConfigError {
+            setting: crate::config::Setting::Memory,
+            value: "0".into(),
+            problem: "too small".into(),
+            fix: "give it more".into(),
+        };
+        assert_eq!(message(&Error::Config(config.clone())), "--memory 0: too small; give it more");
+        assert_eq!(exit_code(&Error::Config(config)), EXIT_USAGE);
         assert_eq!(exit_code(&Error::Io(std::io::ErrorKind::NotFound.into())), EXIT_LOCAL_IO);
+        let missing = std::io::Error::from_raw_os_error(2);
+        let local = Error::local("open", "./x", missing);
+        assert_eq!(
+            (exit_code(&local), local.to_string().as_str()),
+            (EXIT_LOCAL_IO, "cannot open ./x: No such file or directory")
+        );
+        let unreachable = Error::Unreachable { socket: "/s".into(), source: std::io::Error::from_raw_os_error(111) };
+        assert_eq!(exit_code(&unreachable), EXIT_SANDBOX);
+        assert_eq!(unreachable.to_string(), "cannot reach the sandbox at /s: Connection refused");
     }
 }

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use wire::{Body, Flags, Frame, Message, MessageType, Payload};
 
-use crate::conn::{self, header};
+use crate::conn;
 use crate::error::{Error, Result};
 use crate::proto::{CallKind, Calls, Ids, ReadyInfo, Route, check_generation};
+use crate::relay_core::{GREETING_RANGE_LEN, GreetingError, RelayCore};
 
 /// Client settings.
 #[derive(Debug, Clone, Copy)]
@@ -145,7 +146,8 @@ impl Mailbox {
     fn close(&self, why: &Closed) {
         let mut inbox = lock(&self.inbox);
         inbox.closed.get_or_insert_with(|| why.clone());
-        let complete = inbox.frames.iter().any(|f| f.get(8).is_some_and(|flags| flags & Flags::TERMINAL.bits() != 0));
+        let complete =
+            inbox.frames.iter().any(|f| Frame::parse(f).is_ok_and(|frame| frame.flags.contains(Flags::TERMINAL)));
         if !complete {
             inbox.frames.clear();
             inbox.bytes = 0;
@@ -200,7 +202,7 @@ impl Call<'_> {
 
     /// Sends a frame that belongs to this call.
     pub(crate) fn send<P: Payload>(&self, payload: &P) -> Result<()> {
-        self.shared.send(&crate::proto::frame(self.id, payload))
+        self.shared.send(&crate::proto::try_frame(self.id, payload)?)
     }
 
     /// Sends one `core.fs.data` chunk straight from `data` (no copy).
@@ -330,19 +332,23 @@ impl Client {
     /// the guest's cached `core.ready`).
     pub fn over_relay(mut stream: UnixStream, options: ClientOptions) -> Result<Client> {
         stream.set_read_timeout(Some(options.call_timeout))?;
-        let mut range = [0u8; 8];
-        io::Read::read_exact(&mut stream, &mut range).map_err(|e| Error::Protocol(format!("relay greeting: {e}")))?;
-        let start = u32::from_be_bytes([range[0], range[1], range[2], range[3]]);
-        let end = u32::from_be_bytes([range[4], range[5], range[6], range[7]]);
+        let mut range = [0u8; GREETING_RANGE_LEN];
+        io::Read::read_exact(&mut stream, &mut range).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                Error::Disconnected("the relay closed the connection before its greeting".into())
+            }
+            _ => Error::Protocol(format!("relay greeting: {e}")),
+        })?;
+        let (start, end) = RelayCore::parse_greeting(&range).map_err(|e| match e {
+            GreetingError::Full => Error::Disconnected(e.to_string()),
+            GreetingError::BadRange { .. } => Error::Protocol(e.to_string()),
+        })?;
         let ready = match conn::read_frame(&mut stream) {
             Ok(Some(frame)) => ReadyInfo::from_frame(&frame)?,
             Ok(None) => return Err(Error::Disconnected("the relay closed before its greeting".into())),
             Err(e) => return Err(Error::Protocol(format!("relay greeting: {e}"))),
         };
         stream.set_read_timeout(None)?;
-        if start == 0 || start >= end {
-            return Err(Error::Protocol(format!("relay greeting: bad id range {start}..{end}")));
-        }
         Client::start(stream, ready, Ids::new(start, end), options)
     }
 
@@ -435,7 +441,7 @@ impl Client {
     /// Sends a frame that is no call (`core.shutdown`).
     pub(crate) fn send_control<P: Payload>(&self, payload: &P) -> Result<()> {
         check_generation(P::TYPE, self.generation())?;
-        self.shared().send(&crate::proto::frame(0, payload))
+        self.shared().send(&crate::proto::try_frame(0, payload)?)
     }
 
     /// A liveness round trip; returns its duration. Uses `core.ping` when
@@ -470,9 +476,8 @@ pub(crate) fn decode(frame: &[u8]) -> Result<Message<'_>> {
     if let Body::Error(e) = message.body {
         return Err(Error::Guest { kind: e.kind, message: e.message.into() });
     }
-    let (_, flags) = header(frame);
-    if flags != message.message_type().flags() {
-        return Err(Error::Protocol(format!("{} with flags {:#x}", message.message_type(), flags.bits())));
+    if !message.flags_match() {
+        return Err(Error::Protocol(format!("{} with flags {:#x}", message.message_type(), message.flags.bits())));
     }
     Ok(message)
 }

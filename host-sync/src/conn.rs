@@ -31,10 +31,14 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(frame))
 }
 
-/// The id and flags of a whole frame (at least [`wire::HEADER_SIZE`] bytes).
+/// The id and flags of a whole frame, as [`read_frame`] returns it.
+///
+/// # Panics
+/// If `frame` is shorter than [`wire::HEADER_SIZE`] (never true of a frame
+/// from [`read_frame`], which checks the length prefix).
 pub fn header(frame: &[u8]) -> (u32, wire::Flags) {
-    let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    (id, wire::Flags(frame[8]))
+    let parsed = wire::Frame::parse(frame).unwrap_or_else(|e| panic!("a whole frame from read_frame: {e}"));
+    (parsed.id, parsed.flags)
 }
 
 #[cfg(test)]

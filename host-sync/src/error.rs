@@ -1,5 +1,6 @@
 //! One error type for everything the host side can run into.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use wire::{CoreErrorKind, MessageType};
@@ -8,7 +9,7 @@ use wire::{CoreErrorKind, MessageType};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The guest's filesystem refused the operation; `message` is the
-    /// guest's own text (e.g. `"stat: not found"`).
+    /// guest's own text (e.g. `"stat: No such file or directory (os error 2)"`).
     #[error("{op} {path}: {message}")]
     Fs {
         /// The operation (`stat`, `write`, ...).
@@ -48,21 +49,58 @@ pub enum Error {
         /// The generation agreed with the guest.
         agreed: u8,
     },
-    /// Booting the sandbox failed.
-    #[error("boot failed: {0}")]
+    /// A setting that cannot work, found before anything started.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Booting the sandbox failed: why, then what to do, then the guest's
+    /// last log lines when it logged anything.
+    #[error("cannot boot the sandbox: {0}")]
     Boot(String),
     /// No more correlation ids in this connection's range.
     #[error("correlation ids exhausted")]
     IdsExhausted,
+    /// Nothing answers at a sandbox's relay socket (missing, refused).
+    #[error("cannot reach the sandbox at {}: {}", socket.display(), os_text(source))]
+    Unreachable {
+        /// The relay socket.
+        socket: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// A host file could not be read or written; names the file.
+    #[error("cannot {action} {}: {}", path.display(), os_text(source))]
+    LocalFile {
+        /// What was being done (`open`, `create`, `write`, `replace`).
+        action: &'static str,
+        /// The host file.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
     /// A local I/O error (host files, sockets).
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
 impl Error {
+    /// A host-file error naming the file.
+    pub fn local(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::LocalFile { action, path: path.into(), source }
+    }
+
     /// Whether this is the guest saying the path does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Fs { message, .. } if message.contains("not found") || message.contains("No such file"))
+    }
+}
+
+/// An I/O error as the C library words it: "No such file or directory",
+/// without Rust's " (os error 2)".
+pub(crate) fn os_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match e.raw_os_error() {
+        Some(code) => text.strip_suffix(&format!(" (os error {code})")).unwrap_or(&text).to_string(),
+        None => text,
     }
 }
 

@@ -54,14 +54,32 @@ impl ReadyInfo {
     }
 }
 
-/// Encodes one frame into a new buffer.
+/// Encodes one frame into a new buffer, or says why it cannot be sent (a
+/// request whose paths make it larger than [`wire::MAX_FRAME_BYTES`]).
+pub fn try_frame<P: Payload>(id: u32, payload: &P) -> Result<Vec<u8>> {
+    let len = wire::frame_len(payload);
+    if len > wire::MAX_FRAME_BYTES {
+        return Err(Error::Protocol(format!(
+            "{} of {len} bytes is larger than a frame may be ({} bytes)",
+            P::TYPE,
+            wire::MAX_FRAME_BYTES
+        )));
+    }
+    let mut out = vec![0u8; len];
+    let n = encode_frame(id, payload, &mut out).map_err(|e| Error::Protocol(format!("encoding {}: {e}", P::TYPE)))?;
+    assert_eq!(n, len, "frame_len and encode_frame disagree for {}", P::TYPE);
+    Ok(out)
+}
+
+/// Encodes one frame of the host's own (control frames, far below
+/// [`wire::MAX_FRAME_BYTES`]).
+///
+/// # Panics
+/// If the payload cannot be encoded: a bug, since these payloads are small
+/// and fixed in shape. Requests built from caller input go through
+/// [`try_frame`].
 pub fn frame<P: Payload>(id: u32, payload: &P) -> Vec<u8> {
-    let mut out = vec![0u8; wire::frame_len(payload)];
-    // The buffer has exactly the frame's length, and control payloads are
-    // far below MAX_FRAME.
-    let n = encode_frame(id, payload, &mut out).unwrap_or(0);
-    out.truncate(n);
-    out
+    try_frame(id, payload).unwrap_or_else(|e| panic!("a control frame must encode: {e}"))
 }
 
 /// The host half of the boot handshake: `core.init.resolved` ->
@@ -150,6 +168,11 @@ impl Ids {
     /// Whether `id` lies in this range (allocated or not).
     pub fn contains(&self, id: u32) -> bool {
         (self.start..self.end).contains(&id)
+    }
+
+    /// Whether `id` has been handed out by [`Ids::allocate`].
+    pub fn issued(&self, id: u32) -> bool {
+        (self.start..self.next).contains(&id)
     }
 }
 
@@ -278,9 +301,14 @@ mod tests {
     #[test]
     fn ids_are_fresh_in_range_and_run_out() {
         let mut ids = Ids::new(0, 4);
+        assert!(!ids.issued(1), "nothing handed out yet");
         assert_eq!([ids.allocate().unwrap(), ids.allocate().unwrap(), ids.allocate().unwrap()], [1, 2, 3]);
         assert!(matches!(ids.allocate(), Err(Error::IdsExhausted)));
         assert!(ids.contains(3) && !ids.contains(0) && !ids.contains(4));
+        assert!(ids.issued(1) && ids.issued(3) && !ids.issued(0) && !ids.issued(4));
+        let mut fresh = Ids::new(10, 20);
+        fresh.allocate().unwrap();
+        assert!(fresh.issued(10) && !fresh.issued(11), "only what was allocated");
         let slot = Ids::new(33_554_432, 67_108_863);
         assert!(slot.contains(33_554_432) && !slot.contains(1) && !slot.contains(67_108_863));
     }

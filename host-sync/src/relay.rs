@@ -2,155 +2,69 @@
 //! process and other processes) through a Unix socket, speaking the
 //! reference relay protocol.
 //!
-//! - Up to [`RELAY_SLOTS`] clients; slot `i` owns the ids
-//!   `[i*SLOT_STEP + 1, i*SLOT_STEP + SLOT_STEP)`.
+//! - Up to [`RELAY_SLOTS`] clients; slot `i` owns the ids of
+//!   [`wire::relay::slot_range`]`(i)`.
 //! - On accept the relay writes the slot's range (`u32 BE` start, `u32 BE`
-//!   end) and the guest's cached `core.ready` frame.
-//! - Frames are forwarded both ways without decoding CBOR: guest frames go
-//!   to the client whose range holds their id; a client frame whose id is
-//!   outside its range is dropped, except `core.shutdown` (id 0, SHUTDOWN
-//!   flag).
-//! - When a client leaves, the guest gets `core.relay.client.disconnected`
-//!   for the slot's range and drops its sessions; the slot then rests for
-//!   [`SLOT_QUARANTINE_NS`] before a new client gets its ids.
+//!   end) and the guest's cached `core.ready` frame. A full relay writes the
+//!   empty range [`FULL_GREETING`] and closes.
+//! - Frames are forwarded both ways without decoding their CBOR.
 //!
-//! Bounds: a frame is at most [`wire::MAX_FRAME_BYTES`]; each client has an
-//! outgoing queue of [`CLIENT_QUEUE_BYTES`]; a client that leaves it full
-//! for [`SLOW_CLIENT_TIMEOUT`] is disconnected, so one stalled client cannot
-//! stall the others for long. A client that sends a bad length prefix is
-//! disconnected.
+//! Every decision — who gets a slot and when a slot may be reused, which
+//! client frames reach the guest, where a guest frame goes, who is cut off
+//! when a memory bound is reached — is [`RelayCore`]'s; see
+//! [`relay_core`](crate::relay_core) for the guarantees:
+//!
+//! - A client receives only frames of ids it sent on its own connection: a
+//!   slot is reused only after the guest confirmed (a barrier `core.pong`)
+//!   that nothing of the previous client's is in flight.
+//! - Host-only messages cannot come from a client: a client's frames reach
+//!   the guest only on its own ids, plus `core.shutdown` on id 0 (which
+//!   [`RelayOptions::client_shutdown`] can forbid).
+//! - The thread that reads the guest never waits for a client. A client
+//!   that falls behind by half its queue has its read data paused in the
+//!   guest until it catches up (`picosandbox.relay.flow`); one that falls
+//!   [`CLIENT_QUEUE_BYTES`] behind anyway (a guest without flow control) is
+//!   disconnected, and all clients together hold at most
+//!   [`RELAY_QUEUE_BYTES`].
+//!
+//! Threads: one reads the guest and routes; one writes the relay's own
+//! flow frames to the guest; per client, one reads its frames
+//! and writes them to the guest (under one lock, so frames are whole and a
+//! client's disconnect notice follows its last frame), one writes its queue.
+//! A client frame is at most [`wire::MAX_FRAME_BYTES`] and each client
+//! thread holds one at a time.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wire::{Flags, RelayClientDisconnected};
+pub use wire::relay::{RELAY_SLOTS, SLOT_STEP};
+
+pub use crate::relay_core::{
+    Admit, CLIENT_QUEUE_BYTES, Eviction, FULL_GREETING, Lease, PAUSED_CLIENT_TIMEOUT_NS, PlantedBug, RELAY_QUEUE_BYTES,
+    RelayCore, RelayOptions, RelayStats, Route, Slot, SlotState, barrier_id,
+};
 
 use crate::client::{Client, ClientOptions};
 use crate::conn::{self, header};
 use crate::error::Result;
-use crate::proto::{ReadyInfo, frame};
+use crate::proto::ReadyInfo;
 
-/// Client slots (the reference's 128).
-pub const RELAY_SLOTS: usize = 128;
-
-/// Ids per slot: `u32::MAX / 128`.
-pub const SLOT_STEP: u32 = u32::MAX / RELAY_SLOTS as u32;
-
-/// Bytes queued for one client before the guest reader waits for it.
-pub const CLIENT_QUEUE_BYTES: usize = 4 * wire::MAX_FRAME_BYTES;
-
-/// How long a client may leave its queue full before it is disconnected.
-pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a freed slot rests before another client gets it. Frames the
-/// guest sent for the departed client before it handled the disconnect
-/// notice may still be on their way; a new client in the same slot reuses
-/// the same ids, so it must not see them. The guest-to-relay pipeline
-/// drains in milliseconds; a second leaves a wide margin.
-pub const SLOT_QUARANTINE_NS: u64 = 1_000_000_000;
-
-/// A client slot index.
-pub type Slot = usize;
-
-/// The relay's routing decisions, without I/O. Time is passed in as
-/// monotonic nanoseconds.
-#[derive(Debug, Clone)]
-pub struct RelayCore {
-    attached: [bool; RELAY_SLOTS],
-    /// When each slot was last freed (`None`: never used).
-    freed_at: [Option<u64>; RELAY_SLOTS],
-    /// Client frames dropped for an id outside the client's range.
-    pub refused: u64,
-}
-
-impl Default for RelayCore {
-    fn default() -> Self {
-        RelayCore { attached: [false; RELAY_SLOTS], freed_at: [None; RELAY_SLOTS], refused: 0 }
-    }
-}
-
-impl RelayCore {
-    /// No clients.
-    pub fn new() -> RelayCore {
-        RelayCore::default()
-    }
-
-    /// The ids slot `slot` may use: `[start, end)`.
-    pub fn range(slot: Slot) -> (u32, u32) {
-        let base = slot as u32 * SLOT_STEP;
-        (base + 1, base + SLOT_STEP)
-    }
-
-    /// The slot whose range holds `id`, attached or not.
-    pub fn slot_of(id: u32) -> Option<Slot> {
-        let slot = (id / SLOT_STEP) as Slot;
-        (slot < RELAY_SLOTS && !id.is_multiple_of(SLOT_STEP)).then_some(slot)
-    }
-
-    /// Takes a free slot, if any: a never-used slot first (lowest index),
-    /// else the one freed longest ago, once its [`SLOT_QUARANTINE_NS`] has
-    /// passed. `None` when every slot is taken or resting.
-    pub fn attach(&mut self, now_ns: u64) -> Option<Slot> {
-        let slot = (0..RELAY_SLOTS)
-            .filter(|&s| !self.attached[s])
-            .filter(|&s| self.freed_at[s].is_none_or(|t| now_ns.saturating_sub(t) >= SLOT_QUARANTINE_NS))
-            .min_by_key(|&s| (self.freed_at[s].is_some(), self.freed_at[s], s))?;
-        self.attached[slot] = true;
-        Some(slot)
-    }
-
-    /// Frees a slot at `now_ns`; returns the frame that tells the guest.
-    pub fn detach(&mut self, slot: Slot, now_ns: u64) -> Vec<u8> {
-        self.attached[slot] = false;
-        self.freed_at[slot] = Some(now_ns);
-        let base = slot as u32 * SLOT_STEP;
-        let end = base.saturating_add(SLOT_STEP);
-        frame(0, &RelayClientDisconnected { id_start: base, id_end_exclusive: end })
-    }
-
-    /// Clients attached.
-    pub fn clients(&self) -> usize {
-        self.attached.iter().filter(|a| **a).count()
-    }
-
-    /// The greeting for a new client of `slot`.
-    pub fn greeting(slot: Slot, ready_frame: &[u8]) -> Vec<u8> {
-        let (start, end) = RelayCore::range(slot);
-        let mut out = Vec::with_capacity(8 + ready_frame.len());
-        out.extend_from_slice(&start.to_be_bytes());
-        out.extend_from_slice(&end.to_be_bytes());
-        out.extend_from_slice(ready_frame);
-        out
-    }
-
-    /// The attached client a guest frame with this id goes to.
-    pub fn route(&self, id: u32) -> Option<Slot> {
-        RelayCore::slot_of(id).filter(|&s| self.attached[s])
-    }
-
-    /// Whether a frame from `slot` may go to the guest.
-    pub fn admit(&mut self, slot: Slot, id: u32, flags: Flags) -> bool {
-        let (start, end) = RelayCore::range(slot);
-        let ok = (start..end).contains(&id) || (id == 0 && flags.contains(Flags::SHUTDOWN));
-        if !ok {
-            self.refused += 1;
-        }
-        ok
-    }
-}
+/// How long the relay waits to write a greeting to a new client.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Frames waiting to be written to one client.
+/// Frames waiting to be written to one client. Its size is bounded by
+/// [`RelayCore`], which counts every frame before it is queued.
 struct Outbound {
     queue: Mutex<Queue>,
     changed: Condvar,
@@ -159,37 +73,23 @@ struct Outbound {
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Vec<u8>>,
-    bytes: usize,
     closed: bool,
 }
 
 impl Outbound {
-    /// Queues a frame; false if the client stayed full too long or is gone.
-    fn push(&self, frame: Vec<u8>) -> bool {
-        let deadline = Instant::now() + SLOW_CLIENT_TIMEOUT;
+    /// Queues a frame (never waits).
+    fn push(&self, frame: Vec<u8>) {
         let mut q = lock(&self.queue);
-        while q.bytes + frame.len() > CLIENT_QUEUE_BYTES && !q.frames.is_empty() && !q.closed {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            q = self.changed.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
+        if !q.closed {
+            q.frames.push_back(frame);
+            self.changed.notify_all();
         }
-        if q.closed {
-            return false;
-        }
-        q.bytes += frame.len();
-        q.frames.push_back(frame);
-        self.changed.notify_all();
-        true
     }
 
     fn pop(&self) -> Option<Vec<u8>> {
         let mut q = lock(&self.queue);
         loop {
             if let Some(frame) = q.frames.pop_front() {
-                q.bytes -= frame.len();
-                self.changed.notify_all();
                 return Some(frame);
             }
             if q.closed {
@@ -199,34 +99,42 @@ impl Outbound {
         }
     }
 
+    /// Closes the queue and drops what it holds.
     fn close(&self) {
-        lock(&self.queue).closed = true;
+        let mut q = lock(&self.queue);
+        q.closed = true;
+        q.frames.clear();
         self.changed.notify_all();
     }
 }
 
 /// One attached client.
 struct Attached {
+    lease: Lease,
     stream: UnixStream,
     out: Arc<Outbound>,
 }
 
+impl Attached {
+    /// Cuts the client off: its queue goes, its connection closes (its
+    /// reader then detaches it).
+    fn disconnect(&self) {
+        self.out.close();
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 struct Shared {
     core: Mutex<RelayCore>,
-    /// The relay's time origin, for [`RelayCore`]'s clock.
-    started: Instant,
+    /// Signalled when `core` has frames of the relay's own for the guest.
+    for_guest: Condvar,
     clients: Mutex<Vec<Option<Attached>>>,
+    /// Writes to the guest. Taken before `core` wherever both are held.
     guest: Mutex<UnixStream>,
     ready: ReadyInfo,
     stopped: AtomicBool,
-    /// Guest frames that no attached client owned.
-    dropped: AtomicU64,
-}
-
-impl Shared {
-    fn now_ns(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
-    }
+    /// The relay's time origin, for [`RelayCore::tick`].
+    started: std::time::Instant,
 }
 
 /// A running relay.
@@ -236,21 +144,34 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts relaying `guest` (a stream whose handshake is done). With a
-    /// socket path, other processes can connect there (mode 0600).
+    /// Starts relaying `guest` (a stream whose handshake is done) with the
+    /// default [`RelayOptions`]. With a socket path, other processes can
+    /// connect there (mode 0600).
     pub fn start(guest: UnixStream, ready: ReadyInfo, socket: Option<&Path>) -> Result<Relay> {
+        Relay::start_with(guest, ready, socket, RelayOptions::default())
+    }
+
+    /// [`Relay::start`] with settings.
+    pub fn start_with(
+        guest: UnixStream,
+        ready: ReadyInfo,
+        socket: Option<&Path>,
+        options: RelayOptions,
+    ) -> Result<Relay> {
         let reader = guest.try_clone()?;
         let shared = Arc::new(Shared {
-            core: Mutex::new(RelayCore::new()),
-            started: Instant::now(),
+            core: Mutex::new(RelayCore::new(options)),
+            for_guest: Condvar::new(),
             clients: Mutex::new((0..RELAY_SLOTS).map(|_| None).collect()),
             guest: Mutex::new(guest),
             ready,
             stopped: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         });
         let s = Arc::clone(&shared);
         thread::Builder::new().name("picosandbox-relay-guest".into()).spawn(move || guest_loop(s, reader))?;
+        let s = Arc::clone(&shared);
+        thread::Builder::new().name("picosandbox-relay-flow".into()).spawn(move || flow_loop(s))?;
         if let Some(path) = socket {
             let listener = UnixListener::bind(path)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -265,10 +186,11 @@ impl Relay {
         self.socket.as_deref()
     }
 
-    /// A client in this process, attached like any other (one slot).
+    /// A client in this process, attached like any other (one slot), but
+    /// always allowed to send `core.shutdown`: it is the host's own.
     pub fn client(&self, options: ClientOptions) -> Result<Client> {
         let (ours, theirs) = UnixStream::pair()?;
-        attach(&self.shared, theirs)?;
+        attach(&self.shared, theirs, true)?;
         Client::over_relay(ours, options)
     }
 
@@ -277,14 +199,30 @@ impl Relay {
         lock(&self.shared.core).clients()
     }
 
-    /// Guest frames dropped because no attached client owned their id.
-    pub fn dropped_frames(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+    /// Counters: refused client frames, dropped guest frames, evictions,
+    /// drained slots.
+    pub fn stats(&self) -> RelayStats {
+        lock(&self.shared.core).stats()
     }
 
-    /// Client frames refused for an id outside the client's range.
+    /// Bytes queued for all clients now (at most [`RelayOptions::total_queue_bytes`]).
+    pub fn queued_bytes(&self) -> usize {
+        lock(&self.shared.core).queued_bytes()
+    }
+
+    /// Slots whose client left and whose drain the guest has not confirmed yet.
+    pub fn draining(&self) -> usize {
+        lock(&self.shared.core).draining()
+    }
+
+    /// Guest frames dropped because no attached client owned their id.
+    pub fn dropped_frames(&self) -> u64 {
+        self.stats().dropped
+    }
+
+    /// Client frames refused.
     pub fn refused_frames(&self) -> u64 {
-        lock(&self.shared.core).refused
+        self.stats().refused
     }
 }
 
@@ -300,10 +238,10 @@ impl Drop for Relay {
 /// Stops relaying: disconnects every client and the guest stream.
 fn stop(shared: &Shared) {
     shared.stopped.store(true, Ordering::SeqCst);
+    shared.for_guest.notify_all();
     let _ = lock(&shared.guest).shutdown(std::net::Shutdown::Both);
     for client in lock(&shared.clients).iter().flatten() {
-        client.out.close();
-        let _ = client.stream.shutdown(std::net::Shutdown::Both);
+        client.disconnect();
     }
 }
 
@@ -313,35 +251,57 @@ fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
             return;
         }
         if let Ok(stream) = stream {
-            // A full relay closes the connection: the client sees no greeting.
-            let _ = attach(&shared, stream);
+            let _ = attach(&shared, stream, false);
         }
     }
 }
 
-/// Greets a new client and starts its threads.
-fn attach(shared: &Arc<Shared>, mut stream: UnixStream) -> Result<()> {
-    let Some(slot) = lock(&shared.core).attach(shared.now_ns()) else {
-        return Err(io::Error::new(io::ErrorKind::QuotaExceeded, "the relay has no free client slot").into());
+/// Greets a new client and starts its threads; a full relay says so and
+/// closes the connection.
+fn attach(shared: &Arc<Shared>, mut stream: UnixStream, host: bool) -> Result<()> {
+    stream.set_write_timeout(Some(GREETING_TIMEOUT))?;
+    let lease = {
+        let mut core = lock(&shared.core);
+        if host { core.attach_host() } else { core.attach() }
     };
-    let greeting = RelayCore::greeting(slot, &shared.ready.frame);
-    if let Err(e) = stream.write_all(&greeting) {
-        lock(&shared.core).detach(slot, shared.now_ns());
+    let Some(lease) = lease else {
+        let _ = stream.write_all(&FULL_GREETING);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return Err(
+            io::Error::new(io::ErrorKind::QuotaExceeded, crate::relay_core::GreetingError::Full.to_string()).into()
+        );
+    };
+    let greeting = RelayCore::greeting(lease, &shared.ready.frame);
+    if let Err(e) = stream.write_all(&greeting).and_then(|()| stream.set_write_timeout(None)) {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        detach(shared, lease);
         return Err(e.into());
     }
     let out = Arc::new(Outbound { queue: Mutex::new(Queue::default()), changed: Condvar::new() });
     let (reader, writer) = (stream.try_clone()?, stream.try_clone()?);
-    lock(&shared.clients)[slot] = Some(Attached { stream, out: Arc::clone(&out) });
+    lock(&shared.clients)[lease.slot] = Some(Attached { lease, stream, out: Arc::clone(&out) });
     let s = Arc::clone(shared);
-    thread::Builder::new().name(format!("picosandbox-relay-{slot}")).spawn(move || client_loop(s, slot, reader))?;
-    thread::Builder::new().name(format!("picosandbox-relay-{slot}-out")).spawn(move || write_loop(out, writer))?;
+    let slot = lease.slot;
+    thread::Builder::new().name(format!("picosandbox-relay-{slot}")).spawn(move || client_loop(s, lease, reader))?;
+    let s = Arc::clone(shared);
+    thread::Builder::new()
+        .name(format!("picosandbox-relay-{slot}-out"))
+        .spawn(move || write_loop(s, lease, out, writer))?;
     Ok(())
 }
 
 /// Writes a client's queued frames until its queue closes.
-fn write_loop(out: Arc<Outbound>, mut stream: UnixStream) {
+fn write_loop(shared: Arc<Shared>, lease: Lease, out: Arc<Outbound>, mut stream: UnixStream) {
     while let Some(frame) = out.pop() {
-        if stream.write_all(&frame).is_err() {
+        let written = stream.write_all(&frame);
+        {
+            let mut core = lock(&shared.core);
+            core.delivered(lease, frame.len());
+            if core.wants_guest() {
+                shared.for_guest.notify_all();
+            }
+        }
+        if written.is_err() {
             out.close();
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
@@ -349,122 +309,128 @@ fn write_loop(out: Arc<Outbound>, mut stream: UnixStream) {
     }
 }
 
-/// Forwards a client's frames to the guest until it leaves.
-fn client_loop(shared: Arc<Shared>, slot: Slot, mut stream: UnixStream) {
+/// Forwards a client's frames to the guest until it leaves, then detaches it.
+fn client_loop(shared: Arc<Shared>, lease: Lease, mut stream: UnixStream) {
     while let Ok(Some(frame)) = conn::read_frame(&mut stream) {
         let (id, flags) = header(&frame);
-        if !lock(&shared.core).admit(slot, id, flags) {
-            continue;
-        }
-        if lock(&shared.guest).write_all(&frame).is_err() {
-            break;
-        }
-    }
-    // Gone (or sent a bad frame): free the slot and tell the guest.
-    let attached = lock(&shared.clients)[slot].take();
-    if let Some(a) = attached {
-        a.out.close();
-        let _ = a.stream.shutdown(std::net::Shutdown::Both);
-    }
-    let bye = lock(&shared.core).detach(slot, shared.now_ns());
-    if !shared.stopped.load(Ordering::SeqCst) {
-        let _ = lock(&shared.guest).write_all(&bye);
-    }
-}
-
-/// Routes guest frames to their clients until the guest stream ends.
-fn guest_loop(shared: Arc<Shared>, mut guest: UnixStream) {
-    while let Ok(Some(frame)) = conn::read_frame(&mut guest) {
-        let (id, _) = header(&frame);
-        let out = match lock(&shared.core).route(id) {
-            Some(slot) => lock(&shared.clients)[slot].as_ref().map(|a| (slot, Arc::clone(&a.out))),
-            None => None,
-        };
-        let Some((slot, out)) = out else {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        if !out.push(frame) {
-            // Too slow or gone: disconnect it (its reader frees the slot).
-            if let Some(a) = lock(&shared.clients)[slot].as_ref() {
-                a.out.close();
-                let _ = a.stream.shutdown(std::net::Shutdown::Both);
+        // Admission and the write happen under the guest lock, so a frame
+        // admitted before the client is detached reaches the guest before
+        // its disconnect notice.
+        let mut guest = lock(&shared.guest);
+        let admit = lock(&shared.core).admit(lease, id, flags);
+        match admit {
+            Admit::Forward => {
+                if guest.write_all(&frame).is_err() {
+                    break;
+                }
+            }
+            Admit::Refuse(answer) => {
+                drop(guest);
+                if let Some(answer) = answer {
+                    queue_for(&shared, lease, answer);
+                }
+            }
+            Admit::Evict(_) => {
+                drop(guest);
+                disconnect(&shared, lease);
+                break;
             }
         }
     }
-    stop(&shared);
+    detach(&shared, lease);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_own_disjoint_ranges() {
-        assert_eq!(SLOT_STEP, 33_554_431);
-        assert_eq!(RelayCore::range(0), (1, 33_554_431));
-        assert_eq!(RelayCore::range(127), (127 * 33_554_431 + 1, 128 * 33_554_431));
-        assert_eq!(RelayCore::slot_of(1), Some(0));
-        assert_eq!(RelayCore::slot_of(33_554_430), Some(0));
-        assert_eq!(RelayCore::slot_of(33_554_431), None, "a slot base belongs to nobody");
-        assert_eq!(RelayCore::slot_of(33_554_432), Some(1));
-        assert_eq!(RelayCore::slot_of(u32::MAX), None);
+/// Frees a client's slot: closes its connection and tells the guest (the
+/// notice and the barrier ping), unless the relay is stopping.
+fn detach(shared: &Shared, lease: Lease) {
+    let mut guest = lock(&shared.guest);
+    {
+        let mut clients = lock(&shared.clients);
+        if clients[lease.slot].as_ref().is_some_and(|a| a.lease == lease) {
+            let attached = clients[lease.slot].take().expect("checked above");
+            attached.disconnect();
+        }
     }
-
-    #[test]
-    fn attach_is_bounded_and_freed_slots_rest_before_reuse() {
-        let mut core = RelayCore::new();
-        let slots: Vec<_> = (0..RELAY_SLOTS).map(|_| core.attach(0).unwrap()).collect();
-        assert_eq!(slots, (0..RELAY_SLOTS).collect::<Vec<_>>());
-        assert_eq!(core.attach(0), None, "the 129th client is refused");
-        core.detach(5, 100);
-        core.detach(3, 200);
-        assert_eq!(core.attach(100 + SLOT_QUARANTINE_NS - 1), None, "both still resting");
-        assert_eq!(core.attach(200 + SLOT_QUARANTINE_NS), Some(5), "the one freed first");
-        assert_eq!(core.attach(200 + SLOT_QUARANTINE_NS), Some(3));
-        assert_eq!(core.clients(), RELAY_SLOTS);
+    let bye = lock(&shared.core).detach(lease);
+    if !bye.is_empty() && !shared.stopped.load(Ordering::SeqCst) {
+        let _ = guest.write_all(&bye);
     }
+}
 
-    #[test]
-    fn never_used_slots_go_before_freed_ones() {
-        let mut core = RelayCore::new();
-        let a = core.attach(0).unwrap();
-        core.detach(a, 0);
-        assert_eq!(core.attach(10 * SLOT_QUARANTINE_NS), Some(1));
+/// Queues a counted frame for a client, if it is still attached.
+fn queue_for(shared: &Shared, lease: Lease, frame: Vec<u8>) {
+    let clients = lock(&shared.clients);
+    match clients[lease.slot].as_ref() {
+        Some(a) if a.lease == lease => a.out.push(frame),
+        // Gone meanwhile: its detach dropped the count with its queue.
+        _ => {}
     }
+}
 
-    #[test]
-    fn routing_and_admission_follow_the_ranges() {
-        let mut core = RelayCore::new();
-        let a = core.attach(0).unwrap();
-        let b = core.attach(0).unwrap();
-        let (b_start, b_end) = RelayCore::range(b);
-        assert_eq!(core.route(b_start), Some(b));
-        assert_eq!(core.route(b_end - 1), Some(b));
-        assert_eq!(core.route(RelayCore::range(7).0), None, "slot 7 is free");
-        assert!(core.admit(a, 1, Flags::SESSION_START));
-        assert!(!core.admit(a, b_start, Flags::SESSION_START));
-        assert!(!core.admit(a, 0, Flags::NONE), "id 0 only for core.shutdown");
-        assert!(core.admit(a, 0, Flags::SHUTDOWN));
-        assert_eq!(core.refused, 2);
+/// Cuts a client off (it stays attached until its reader ends).
+fn disconnect(shared: &Shared, lease: Lease) {
+    if let Some(a) = lock(&shared.clients)[lease.slot].as_ref().filter(|a| a.lease == lease) {
+        a.disconnect();
     }
+}
 
-    #[test]
-    fn greeting_and_goodbye_are_the_reference_bytes() {
-        let ready = crate::proto::frame(0, &wire::Ready::default());
-        let g = RelayCore::greeting(5, &ready);
-        assert_eq!(&g[..4], &167_772_156u32.to_be_bytes());
-        assert_eq!(&g[4..8], &201_326_586u32.to_be_bytes());
-        assert_eq!(&g[8..], &ready[..]);
-        let mut core = RelayCore::new();
-        let bye = core.detach(5, 0);
-        let m = wire::Message::decode_bytes(&bye).unwrap();
-        assert_eq!(
-            m.body,
-            wire::Body::RelayClientDisconnected(RelayClientDisconnected {
-                id_start: 167_772_155,
-                id_end_exclusive: 201_326_586
-            })
-        );
+/// How long the flow thread sleeps at most before it looks again (a
+/// safety net against a missed wake-up at stop).
+const FLOW_POLL: Duration = Duration::from_millis(100);
+
+/// Writes the relay's own frames (pause and resume of a client's read data)
+/// to the guest, and cuts off paused clients that stopped reading. Under the guest lock, as a detach's notice is, so a change
+/// for a slot never follows that slot's disconnect notice.
+fn flow_loop(shared: Arc<Shared>) {
+    while !shared.stopped.load(Ordering::SeqCst) {
+        // Paused clients that read nothing for too long are cut off.
+        loop {
+            let now = shared.started.elapsed().as_nanos() as u64;
+            let Some(stalled) = lock(&shared.core).tick(now) else { break };
+            disconnect(&shared, stalled);
+        }
+        {
+            let core = lock(&shared.core);
+            if !core.wants_guest() {
+                let _ = shared.for_guest.wait_timeout(core, FLOW_POLL);
+                continue;
+            }
+        }
+        let mut guest = lock(&shared.guest);
+        let frames: Vec<Vec<u8>> = {
+            let mut core = lock(&shared.core);
+            std::iter::from_fn(|| core.poll_guest()).collect()
+        };
+        for frame in frames {
+            if guest.write_all(&frame).is_err() {
+                return;
+            }
+        }
     }
+}
+
+/// Routes guest frames to their clients until the guest stream ends. Never
+/// waits for a client.
+fn guest_loop(shared: Arc<Shared>, mut guest: UnixStream) {
+    while let Ok(Some(frame)) = conn::read_frame(&mut guest) {
+        let route = {
+            let mut core = lock(&shared.core);
+            let route = core.route(&frame);
+            if core.wants_guest() {
+                shared.for_guest.notify_all();
+            }
+            route
+        };
+        match route {
+            Route::Deliver { lease, evict } => {
+                if let Some((evicted, _)) = evict {
+                    disconnect(&shared, evicted);
+                }
+                queue_for(&shared, lease, frame);
+            }
+            Route::Evict(lease, _) => disconnect(&shared, lease),
+            Route::Drop | Route::Drained(_) => {}
+        }
+    }
+    stop(&shared);
 }

@@ -43,7 +43,7 @@ fn every_filesystem_call_works() {
     fs.rename("/copies/a", "/moved/a").unwrap();
     assert_eq!(fs.read("/moved/a").unwrap(), b"hello");
     fs.remove("/moved/a").unwrap();
-    fs.remove_dir("/work").unwrap();
+    fs.remove_dir_all("/work").unwrap();
     assert!(!fs.exists("/work/a.txt").unwrap());
     // Host files in and out, with permissions.
     let dir = std::env::temp_dir().join(format!("host-sync-test-{}", std::process::id()));
@@ -66,13 +66,13 @@ fn guest_errors_carry_the_guest_message() {
     let fs = client.fs();
     match fs.stat("/missing") {
         Err(Error::Fs { op: "stat", path, message }) => {
-            assert_eq!((path.as_str(), message.as_str()), ("/missing", "stat: not found"));
+            assert_eq!((path.as_str(), message.as_str()), ("/missing", "stat: No such file or directory (os error 2)"));
         }
         other => panic!("{other:?}"),
     }
     fs.write("/f", "x").unwrap();
     let e = fs.read("/").unwrap_err();
-    assert_eq!(e.to_string(), "read /: read: is a directory");
+    assert_eq!(e.to_string(), "read /: read: Is a directory (os error 21)");
     assert!(matches!(fs.mkdir("/f/g"), Err(Error::Fs { .. })));
     assert!(client.is_open(), "errors do not end the connection");
 }
@@ -184,4 +184,68 @@ fn ping_uses_a_stat_round_trip_below_generation_6() {
     assert_eq!(client.generation(), 5);
     // core.ping needs generation 6: refused locally, ping falls back.
     assert!(client.ping().is_ok());
+}
+
+#[test]
+fn open_files_directories_links_and_attributes() {
+    use host_sync::OpenOptions;
+    let (_guest, client) = client(32);
+    let fs = client.fs();
+    let file = fs.open("/tmp/f", OpenOptions::new().read(true).write(true).create(true)).unwrap();
+    file.write_at(0, b"hello world").unwrap();
+    file.write_at(6, b"W").unwrap();
+    assert_eq!(file.read_at(0, 100).unwrap(), b"hello World");
+    assert_eq!(file.read_at(6, 3).unwrap(), b"Wor");
+    assert_eq!(file.read_at(50, 3).unwrap(), b"", "past the end: nothing");
+    let streamed = file.write_from_at(11, &mut &b"!!"[..]).unwrap();
+    assert_eq!(streamed, 2);
+    file.set_len(5).unwrap();
+    file.set_permissions(0o600).unwrap();
+    file.set_times(Some(10), Some(20)).unwrap();
+    let meta = file.metadata().unwrap();
+    assert_eq!((meta.size, meta.mode, meta.accessed, meta.modified), (5, 0o100600, Some(10), Some(20)));
+    assert_eq!((meta.uid, meta.gid), (Some(0), Some(0)));
+    file.close().unwrap();
+    // create_new refuses an existing file; OpenFile makes no parents.
+    let e = fs.open("/tmp/f", OpenOptions::new().write(true).create_new(true)).err().unwrap();
+    assert!(e.to_string().contains("File exists"), "{e}");
+    assert!(fs.open("/tmp/none/f", OpenOptions::new().write(true).create(true)).is_err());
+
+    fs.symlink("f", "/tmp/l").unwrap();
+    assert_eq!(fs.read_link("/tmp/l").unwrap(), "f");
+    assert_eq!(fs.canonicalize("/tmp/./l").unwrap(), "/tmp/f");
+    assert!(fs.symlink_metadata("/tmp/l").unwrap().kind == host_sync::EntryKind::Symlink);
+    assert_eq!(fs.metadata("/tmp/l").unwrap().size, 5);
+    fs.set_permissions("/tmp/l", 0o640).unwrap();
+    fs.set_times("/tmp/f", None, Some(99)).unwrap();
+    assert_eq!(fs.metadata("/tmp/f").unwrap().mode, 0o100640);
+    assert_eq!(fs.metadata("/tmp/f").unwrap().modified, Some(99));
+    fs.set_len("/tmp/f", 8).unwrap();
+    assert_eq!(fs.read("/tmp/f").unwrap(), b"hello\0\0\0");
+
+    fs.mkdir("/tmp/d").unwrap();
+    for i in 0..150 {
+        fs.write(&format!("/tmp/d/{i}"), b"x").unwrap();
+    }
+    let mut names: Vec<String> = fs.read_dir("/tmp/d").unwrap().map(|e| e.unwrap().path).collect();
+    names.sort();
+    assert_eq!(names.len(), 150, "three batches and the end");
+    assert!(names.iter().all(|p| p.starts_with("/tmp/d/")));
+    // remove_dir is empty-only; remove_dir_all takes everything.
+    let e = fs.remove_dir("/tmp/d").unwrap_err();
+    assert!(e.to_string().contains("Directory not empty"), "{e}");
+    fs.remove_dir_all("/tmp/d").unwrap();
+    assert!(!fs.exists("/tmp/d").unwrap());
+}
+
+#[test]
+fn a_request_too_large_for_a_frame_fails_at_once_and_the_client_goes_on() {
+    let (_guest, client) = client(8);
+    let path = format!("/{}", "a".repeat(wire::MAX_FRAME_BYTES));
+    match client.fs().stat(&path) {
+        Err(Error::Protocol(why)) => assert!(why.contains("larger than a frame may be"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    client.fs().write("/ok", "fine").unwrap();
+    assert_eq!(client.fs().read("/ok").unwrap(), b"fine");
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{booted_guest, read_frame};
-use host_sync::relay::{RELAY_SLOTS, RelayCore, SLOT_QUARANTINE_NS};
+use host_sync::relay::RELAY_SLOTS;
 use host_sync::{Client, ClientOptions, Relay};
 
 fn socket_path(name: &str) -> PathBuf {
@@ -80,7 +80,11 @@ fn a_client_leaving_mid_read_is_dropped_by_the_guest() {
     b.read_exact(&mut greeting).unwrap();
     let start = u32::from_be_bytes(greeting[..4].try_into().unwrap());
     let _ready = read_frame(&mut b);
-    b.write_all(&host_sync::proto::frame(start, &wire::FsRequest { op: wire::FsOp::Read { path: "/big" } })).unwrap();
+    b.write_all(&host_sync::proto::frame(
+        start,
+        &wire::FsRequest { bulk: None, op: wire::FsOp::Read { path: "/big" } },
+    ))
+    .unwrap();
     let first = read_frame(&mut b);
     assert!(matches!(wire::Message::decode_bytes(&first).unwrap().body, wire::Body::FsData(_)));
     drop(b);
@@ -101,20 +105,32 @@ fn a_client_leaving_mid_read_is_dropped_by_the_guest() {
 }
 
 #[test]
-fn frames_outside_a_clients_range_are_refused() {
+fn frames_outside_a_clients_range_are_refused_with_an_answer() {
     let (_guest, relay) = relay("range", 16);
     let mut raw = UnixStream::connect(relay.socket().unwrap()).unwrap();
     let mut greeting = [0u8; 8];
     raw.read_exact(&mut greeting).unwrap();
-    let (start, end) = RelayCore::range(0);
+    let (start, end) = wire::relay::slot_range(0);
     assert_eq!(greeting, [start.to_be_bytes(), end.to_be_bytes()].concat()[..]);
     let _ready = read_frame(&mut raw);
     raw.write_all(&host_sync::proto::frame(end, &wire::Ping)).unwrap();
     raw.write_all(&host_sync::proto::frame(0, &wire::Ping)).unwrap();
-    raw.write_all(&host_sync::proto::frame(start, &wire::FsRequest { op: wire::FsOp::Stat { path: "/" } })).unwrap();
-    // Only the in-range request is answered.
+    raw.write_all(&host_sync::proto::frame(
+        start,
+        &wire::FsRequest { bulk: None, op: wire::FsOp::Stat { path: "/", follow_symlink: None } },
+    ))
+    .unwrap();
+    // The refused frames are answered by the relay (core.error on their id),
+    // only the in-range request reaches the guest.
+    for id in [end, 0] {
+        let answer = read_frame(&mut raw);
+        assert_eq!(u32::from_be_bytes(answer[4..8].try_into().unwrap()), id);
+        let m = wire::Message::decode_bytes(&answer).unwrap();
+        assert!(matches!(m.body, wire::Body::Error(ref e) if e.kind == wire::CoreErrorKind::InvalidSession), "{m:?}");
+    }
     let answer = read_frame(&mut raw);
     assert_eq!(u32::from_be_bytes(answer[4..8].try_into().unwrap()), start);
+    assert!(matches!(wire::Message::decode_bytes(&answer).unwrap().body, wire::Body::FsResponse(_)));
     assert_eq!(relay.refused_frames(), 2);
 }
 
@@ -150,13 +166,13 @@ fn the_relay_holds_128_clients_and_refuses_the_next() {
     let mut extra = UnixStream::connect(&socket).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
-    assert_eq!(extra.read_to_end(&mut buf).unwrap(), 0, "no greeting for the 129th client");
+    extra.read_to_end(&mut buf).unwrap();
+    assert_eq!(buf, host_sync::relay::FULL_GREETING, "the 129th client is told the relay is full");
+    let full = Client::connect(&socket).err().expect("a full relay refuses");
+    assert!(full.to_string().contains("the relay is full"), "{full}");
     drop(clients.pop());
-    wait_until("a slot to free up", || relay.clients() == RELAY_SLOTS - 1);
-    // The freed slot rests first, so late answers meant for its old client
-    // cannot reach a new one.
-    assert!(Client::connect(&socket).is_err(), "a resting slot is not handed out");
-    std::thread::sleep(Duration::from_nanos(SLOT_QUARANTINE_NS));
+    // The slot is handed out again once the guest confirmed its drain.
+    wait_until("the slot to drain", || relay.clients() == RELAY_SLOTS - 1 && relay.draining() == 0);
     Client::connect(&socket).unwrap().ping().unwrap();
 }
 

@@ -133,8 +133,10 @@ pub fn spawn_guest_with(arena_mib: usize, config: Config) -> Guest {
         let rx: &'static mut [u8] = Box::leak(vec![0u8; agent_core::MIN_RX_BUFFER].into_boxed_slice());
         let tx: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
         let start = Instant::now();
-        let fs = Ramfs::new(arena, 0).unwrap();
-        let mut agent = Agent::new(fs, rx, tx, config).unwrap();
+        let mut fs = Ramfs::new(arena, 0).unwrap();
+        fs.make_standard_dirs(0).unwrap();
+        let handles = Box::leak(Box::new(agent_core::handles::HandleTable::EMPTY));
+        let mut agent = Agent::with_handles(fs, rx, tx, handles.memory(), config).unwrap();
         let mut link = Link(guest.try_clone().unwrap());
         let mut clock = StdClock { start, wall: None };
         let mut platform = StdPlatform { fd: guest, start, powered_off: None };
