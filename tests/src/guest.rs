@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use host_sync::qemu::{Accel, ConsolePort, LogSink, QemuConfig, find_qemu};
+use host_sync::qemu::{Accel, ConsolePort, LogSink, QemuConfig, SeccompPolicy, Tuning, find_qemu, seccomp_support};
 
 /// The environment variable naming the guest ELF (overrides the default).
 pub const GUEST_ENV: &str = "PICOSANDBOX_GUEST";
@@ -135,13 +135,25 @@ pub struct BootOptions {
     pub cmdline: String,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
+    /// QEMU's seccomp filter.
+    pub seccomp: Option<SeccompPolicy>,
+    /// QEMU's memory and translation settings.
+    pub tuning: Tuning,
 }
 
 impl Default for BootOptions {
     /// The agent console on its serial port, no command line,
-    /// [`TEST_MEMORY_MIB`] of RAM.
+    /// [`TEST_MEMORY_MIB`] of RAM, QEMU confined as a sandbox's is by
+    /// default (the seccomp policy the installed QEMU supports), default
+    /// tuning.
     fn default() -> BootOptions {
-        BootOptions { console: ConsolePort::SerialPort, cmdline: String::new(), memory_mib: TEST_MEMORY_MIB }
+        BootOptions {
+            console: ConsolePort::SerialPort,
+            cmdline: String::new(),
+            memory_mib: TEST_MEMORY_MIB,
+            seccomp: find_qemu().and_then(|qemu| seccomp_support(&qemu).ok()),
+            tuning: Tuning::default(),
+        }
     }
 }
 
@@ -269,6 +281,8 @@ impl Guest {
             console: options.console,
             log: LogSink::Socket(log_socket),
             cmdline: options.cmdline.clone(),
+            seccomp: options.seccomp.clone(),
+            tuning: options.tuning,
         };
         let spawned_at = Instant::now();
         let mut child = config

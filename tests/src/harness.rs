@@ -1,6 +1,7 @@
 //! An in-process agent over a ramfs, driven frame by frame: the test
 //! double of a host. Time is a counter the test advances.
 
+use agent_core::handles::HandleTable;
 use agent_core::ramfs::Ramfs;
 use agent_core::{Agent, Config, Event, Filesystem, State};
 use wire::{
@@ -88,7 +89,8 @@ impl<F: Filesystem + 'static> Host<F> {
     pub fn with_fs(fs: F, config: Config) -> Host<F> {
         let rx: &'static mut [u8] = Box::leak(vec![0u8; agent_core::MIN_RX_BUFFER].into_boxed_slice());
         let tx: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
-        let agent = Agent::new(fs, rx, tx, config).expect("buffers large enough");
+        let handles: &'static mut HandleTable<F> = Box::leak(Box::new(HandleTable::EMPTY));
+        let agent = Agent::with_handles(fs, rx, tx, handles.memory(), config).expect("buffers large enough");
         Host { agent, now: 0, events: Vec::new(), pending: Vec::new() }
     }
 
@@ -111,6 +113,13 @@ impl<F: Filesystem + 'static> Host<F> {
         let mut frame = vec![0u8; wire::frame_len(payload)];
         encode_frame(id, payload, &mut frame).unwrap();
         self.deliver(&frame);
+    }
+
+    /// Encodes and delivers one frame written as a peer of generation `v`.
+    pub fn send_as<P: Payload>(&mut self, id: u32, v: u8, payload: &P) {
+        let mut frame = vec![0u8; wire::frame_len(payload) + 1];
+        let n = wire::encode_frame_as(id, P::TYPE.flags(), v, payload, &mut frame).unwrap();
+        self.deliver(&frame[..n]);
     }
 
     /// Delivers raw bytes (all of them, pumping output when input stalls).
@@ -163,7 +172,7 @@ impl<F: Filesystem + 'static> Host<F> {
     /// Sends a request and returns every frame the agent sent until the
     /// request's terminal frame (frames of other ids included).
     pub fn request(&mut self, id: u32, op: FsOp<'_>) -> Vec<Sent> {
-        self.send(id, &FsRequest { op });
+        self.send(id, &FsRequest { op, bulk: None });
         self.until_terminal(id)
     }
 
@@ -210,7 +219,7 @@ impl<F: Filesystem + 'static> Host<F> {
     /// first response (after a failure, later chunks each get "unknown
     /// write session").
     pub fn write(&mut self, id: u32, path: &str, mode: Option<u32>, data: &[u8], chunk: usize) -> Sent {
-        self.send(id, &FsRequest { op: FsOp::Write { path, mode } });
+        self.send(id, &FsRequest { bulk: None, op: FsOp::Write { path, mode } });
         for piece in data.chunks(chunk.max(1)) {
             self.send(id, &FsData { data: piece });
         }
@@ -236,7 +245,7 @@ impl<F: Filesystem + 'static> Host<F> {
 
     /// Stats `path`: `Ok(info fields)` or the error message.
     pub fn stat(&mut self, id: u32, path: &str) -> Result<(String, String, u64, u32, Option<i64>), String> {
-        let frames = self.request(id, FsOp::Stat { path });
+        let frames = self.request(id, FsOp::Stat { path, follow_symlink: None });
         match frames.last().unwrap().message().body {
             Body::FsResponse(FsResponse { ok: true, data: Some(FsResponseData::Stat(i)), .. }) => {
                 Ok((i.path.to_string(), i.kind.as_str().to_string(), i.size, i.mode, i.modified))

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
-use wire::{Body, FsEntryInfo, FsOp, FsResponseData};
+use wire::{Body, FsEntryInfo, FsOp, FsResponseData, FsSetAttrs};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -71,25 +71,58 @@ pub fn rule_data(rule: &Value) -> Vec<u8> {
 }
 
 fn entry_json(e: &FsEntryInfo<'_>) -> Value {
-    json!({
+    let mut v = json!({
         "path": e.path,
         "kind": e.kind.as_str(),
         "size": e.size,
         "mode": e.mode,
         "modified": e.modified,
-    })
+    });
+    if let Some(x) = &e.extra {
+        v["uid"] = json!(x.uid);
+        v["gid"] = json!(x.gid);
+        v["atime"] = json!(x.atime);
+        v["mtime"] = json!(x.mtime);
+    }
+    v
 }
 
-fn op_json(op: &FsOp<'_>) -> Value {
+fn attrs_json(a: &FsSetAttrs) -> Value {
+    json!({ "mode": a.mode, "uid": a.uid, "gid": a.gid, "size": a.size, "atime": a.atime, "mtime": a.mtime })
+}
+
+/// Renders an operation as serde-JSON renders the reference's value of the
+/// same shape (seed-era or current).
+pub fn op_json(op: &FsOp<'_>) -> Value {
     let body = match *op {
-        FsOp::Stat { path }
+        FsOp::Stat { path, follow_symlink: None }
+        | FsOp::RemoveDir { path, recursive: None }
         | FsOp::List { path }
         | FsOp::Read { path }
         | FsOp::Mkdir { path }
         | FsOp::Remove { path }
-        | FsOp::RemoveDir { path } => json!({ "path": path }),
+        | FsOp::RealPath { path }
+        | FsOp::ReadLink { path }
+        | FsOp::OpenDir { path } => json!({ "path": path }),
+        FsOp::Stat { path, follow_symlink: Some(f) } => json!({ "path": path, "follow_symlink": f }),
+        FsOp::RemoveDir { path, recursive: Some(r) } => json!({ "path": path, "recursive": r }),
+        FsOp::SetStat { path, follow_symlink, attrs } => {
+            json!({ "path": path, "follow_symlink": follow_symlink, "attrs": attrs_json(&attrs) })
+        }
+        FsOp::Symlink { target, link_path, user } => json!({ "target": target, "link_path": link_path, "user": user }),
         FsOp::Write { path, mode } => json!({ "path": path, "mode": mode }),
+        FsOp::MkdirWith { path, mode, user } => json!({ "path": path, "mode": mode, "user": user }),
         FsOp::Copy { src, dst } | FsOp::Rename { src, dst } => json!({ "src": src, "dst": dst }),
+        FsOp::OpenFile { path, options: o } => json!({ "path": path, "options": {
+            "read": o.read, "write": o.write, "append": o.append, "create": o.create,
+            "truncate": o.truncate, "create_new": o.create_new, "mode": o.mode, "user": o.user,
+        }}),
+        FsOp::CloseHandle { handle } | FsOp::FStat { handle } => json!({ "handle": handle }),
+        FsOp::ReadHandle { handle, offset, len } | FsOp::WriteHandle { handle, offset, len } => {
+            json!({ "handle": handle, "offset": offset, "len": len })
+        }
+        FsOp::ReadDir { handle, limit } => json!({ "handle": handle, "limit": limit }),
+        FsOp::FSetStat { handle, attrs } => json!({ "handle": handle, "attrs": attrs_json(&attrs) }),
     };
     let mut m = Map::new();
     m.insert(op.name().to_string(), body);
@@ -126,7 +159,17 @@ pub fn body_json(body: &Body<'_>) -> Value {
         Body::RelayClientDisconnected(p) => {
             json!({ "id_start": p.id_start, "id_end_exclusive": p.id_end_exclusive })
         }
-        Body::FsRequest(p) => json!({ "op": op_json(&p.op) }),
+        Body::FsRequest(p) => {
+            let mut v = json!({ "op": op_json(&p.op) });
+            if let Some(b) = &p.bulk {
+                v["bulk"] = json!({
+                    "format": b.format,
+                    "max_record_payload": b.max_record_payload,
+                    "guest_to_host_credit_limit": b.guest_to_host_credit_limit,
+                });
+            }
+            v
+        }
         Body::FsData(p) => json!({ "data": p.data }),
         Body::FsResponse(p) => {
             let data = match &p.data {
@@ -135,9 +178,14 @@ pub fn body_json(body: &Body<'_>) -> Value {
                 Some(FsResponseData::List(list)) => {
                     json!({ "List": list.iter().map(|e| entry_json(&e)).collect::<Vec<_>>() })
                 }
+                Some(FsResponseData::Handle(h)) => json!({ "Handle": h }),
+                Some(FsResponseData::Path(path)) => json!({ "Path": path }),
             };
             json!({ "ok": p.ok, "error": p.error, "data": data })
         }
         Body::Shutdown(_) => Value::Null,
+        Body::RelayFlow(p) => {
+            json!({ "id_start": p.id_start, "id_end_exclusive": p.id_end_exclusive, "paused": p.paused })
+        }
     }
 }

@@ -45,9 +45,9 @@ fn pull_frames(host: &mut Host, frames: usize) -> Vec<Sent> {
 #[test]
 fn a_large_read_does_not_hold_back_a_later_stat() {
     let (mut host, data) = host_with_big_file(96);
-    host.send(10, &FsRequest { op: FsOp::Read { path: "/big" } });
+    host.send(10, &FsRequest { bulk: None, op: FsOp::Read { path: "/big" } });
     let first = pull_frames(&mut host, 2);
-    host.send(11, &FsRequest { op: FsOp::Stat { path: "/big" } });
+    host.send(11, &FsRequest { bulk: None, op: FsOp::Stat { path: "/big", follow_symlink: None } });
     let rest = host.until_terminal(10);
     let stat_at = rest.iter().position(|f| f.id() == 11).expect("the stat was answered");
     let chunks_before = rest[..stat_at].iter().filter(|f| data_len(f).is_some()).count();
@@ -63,8 +63,8 @@ fn a_large_read_does_not_hold_back_a_later_stat() {
 #[test]
 fn two_reads_take_turns_chunk_by_chunk() {
     let (mut host, data) = host_with_big_file(8);
-    host.send(20, &FsRequest { op: FsOp::Read { path: "/big" } });
-    host.send(21, &FsRequest { op: FsOp::Read { path: "/big" } });
+    host.send(20, &FsRequest { bulk: None, op: FsOp::Read { path: "/big" } });
+    host.send(21, &FsRequest { bulk: None, op: FsOp::Read { path: "/big" } });
     let frames = host.until_all_terminal(&[20, 21]);
     let order: Vec<u32> = frames.iter().filter(|f| data_len(f).is_some()).map(Sent::id).collect();
     let expected: Vec<u32> = (0..8).flat_map(|_| [20, 21]).collect();
@@ -86,8 +86,8 @@ fn two_reads_take_turns_chunk_by_chunk() {
 #[test]
 fn two_concurrent_writes_interleave_and_both_land() {
     let mut host = Host::ready();
-    host.send(1, &FsRequest { op: FsOp::Write { path: "/a", mode: None } });
-    host.send(2, &FsRequest { op: FsOp::Write { path: "/b", mode: Some(0o600) } });
+    host.send(1, &FsRequest { bulk: None, op: FsOp::Write { path: "/a", mode: None } });
+    host.send(2, &FsRequest { bulk: None, op: FsOp::Write { path: "/b", mode: Some(0o600) } });
     let a: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
     let b: Vec<u8> = (0..300_000u32).map(|i| (i * 3) as u8).collect();
     for (ca, cb) in a.chunks(10_000).zip(b.chunks(15_000)) {
@@ -104,8 +104,8 @@ fn two_concurrent_writes_interleave_and_both_land() {
 #[test]
 fn two_writes_to_one_path_the_last_end_of_stream_wins() {
     let mut host = Host::ready();
-    host.send(1, &FsRequest { op: FsOp::Write { path: "/same", mode: None } });
-    host.send(2, &FsRequest { op: FsOp::Write { path: "/same", mode: None } });
+    host.send(1, &FsRequest { bulk: None, op: FsOp::Write { path: "/same", mode: None } });
+    host.send(2, &FsRequest { bulk: None, op: FsOp::Write { path: "/same", mode: None } });
     host.send(1, &FsData { data: b"first" });
     host.send(2, &FsData { data: b"second" });
     host.send(2, &FsData { data: &[] });
@@ -120,7 +120,7 @@ fn a_disconnect_mid_read_stops_it_and_frees_everything() {
     let (mut host, _) = host_with_big_file(16);
     let baseline = host.agent.fs().usage();
     let id = SLOT_STEP + 5; // client slot 1
-    host.send(id, &FsRequest { op: FsOp::Read { path: "/big" } });
+    host.send(id, &FsRequest { bulk: None, op: FsOp::Read { path: "/big" } });
     // Take part of the first chunk, then the relay reports the disconnect.
     let piece = host.agent.poll_transmit().unwrap().len().min(20);
     host.agent.transmitted(piece, host.now);
@@ -145,11 +145,11 @@ fn an_id_whose_dropped_read_is_still_sending_is_not_reused_until_the_frame_ends(
     host.write(2, "/small", None, b"small file", wire::FS_CHUNK_SIZE);
     let baseline = host.agent.fs().usage();
     let id = SLOT_STEP + 5; // client slot 1
-    host.send(id, &FsRequest { op: FsOp::Read { path: "/big" } });
+    host.send(id, &FsRequest { bulk: None, op: FsOp::Read { path: "/big" } });
     assert!(host.take_piece() > 0, "the first chunk started");
     host.send(0, &RelayClientDisconnected { id_start: SLOT_STEP, id_end_exclusive: 2 * SLOT_STEP });
     // A new client of the slot reuses the id while the old chunk still goes out.
-    host.send(id, &FsRequest { op: FsOp::Read { path: "/small" } });
+    host.send(id, &FsRequest { bulk: None, op: FsOp::Read { path: "/small" } });
     let frames = host.take();
     let ours: Vec<_> = frames.iter().filter(|f| f.id() == id).collect();
     assert_eq!(ours.len(), 2, "the rest of the old chunk, then one answer");
@@ -171,9 +171,9 @@ fn an_id_whose_dropped_read_is_still_sending_is_not_reused_until_the_frame_ends(
 fn disconnect_drops_only_the_clients_range() {
     let mut host = Host::ready();
     let slot = |i: u32| i * SLOT_STEP + 1;
-    host.send(slot(0), &FsRequest { op: FsOp::Write { path: "/c0", mode: None } });
-    host.send(slot(1), &FsRequest { op: FsOp::Write { path: "/c1", mode: None } });
-    host.send(slot(2), &FsRequest { op: FsOp::Write { path: "/c2", mode: None } });
+    host.send(slot(0), &FsRequest { bulk: None, op: FsOp::Write { path: "/c0", mode: None } });
+    host.send(slot(1), &FsRequest { bulk: None, op: FsOp::Write { path: "/c1", mode: None } });
+    host.send(slot(2), &FsRequest { bulk: None, op: FsOp::Write { path: "/c2", mode: None } });
     host.send(0, &RelayClientDisconnected { id_start: slot(1) - 1, id_end_exclusive: slot(2) - 1 });
     let mut left: Vec<u32> = host.agent.session_ids().collect();
     left.sort();
@@ -183,14 +183,14 @@ fn disconnect_drops_only_the_clients_range() {
 #[test]
 fn a_read_is_a_snapshot_of_the_file_when_it_opened() {
     let (mut host, data) = host_with_big_file(4);
-    host.send(5, &FsRequest { op: FsOp::Read { path: "/big" } });
+    host.send(5, &FsRequest { bulk: None, op: FsOp::Read { path: "/big" } });
     let first = host.take_piece();
     let mut out = Vec::new();
     // Replace, then remove the file while the read is in flight.
-    host.send(6, &FsRequest { op: FsOp::Write { path: "/big", mode: None } });
+    host.send(6, &FsRequest { bulk: None, op: FsOp::Write { path: "/big", mode: None } });
     host.send(6, &FsData { data: b"replacement" });
     host.send(6, &FsData { data: &[] });
-    host.send(7, &FsRequest { op: FsOp::Remove { path: "/big" } });
+    host.send(7, &FsRequest { bulk: None, op: FsOp::Remove { path: "/big" } });
     out.extend(host.until_terminal(5));
     let got: Vec<u8> = out
         .iter()

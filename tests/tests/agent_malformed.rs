@@ -5,7 +5,8 @@
 //! `reset_stream` and a new handshake); a truncated frame waits for more
 //! bytes; an undecodable envelope is `core.error` `malformed_message` (or
 //! `unsupported_message_type` for an unknown `t`); an undecodable payload
-//! is `core.error` `invalid_payload` naming the type; wrong flags are
+//! is `core.error` `invalid_payload` naming the type (a type only the guest
+//! sends is `unsupported_message_type` whatever its payload); wrong flags are
 //! `core.error` `invalid_flags`; an accepted frame is handled like any
 //! other (a deviation from the reference is answered as undecodable).
 
@@ -52,6 +53,13 @@ fn expected(frame: &[u8]) -> Reaction {
             if parsed.flags != env.t.flags() {
                 return Reaction::CoreError(CoreErrorKind::InvalidFlags, t);
             }
+            // A type only the guest sends is refused before its payload is read.
+            if matches!(
+                env.t,
+                MessageType::InitResolved | MessageType::Ready | MessageType::FsResponse | MessageType::Pong
+            ) {
+                return Reaction::CoreError(CoreErrorKind::UnsupportedMessageType, t);
+            }
             return Reaction::CoreError(CoreErrorKind::InvalidPayload, t);
         }
     };
@@ -92,7 +100,7 @@ fn observed(host: &mut Host, id: u32, frames: &[Sent]) -> Reaction {
 
 /// A valid request must be answered (after a new stream if needed).
 fn still_serves(host: &mut Host) {
-    let frames = host.request(4242, FsOp::Stat { path: "/" });
+    let frames = host.request(4242, FsOp::Stat { path: "/", follow_symlink: None });
     assert!(matches!(
         frames.last().unwrap().message().body,
         Body::FsResponse(FsResponse { ok: true, data: Some(FsResponseData::Stat(_)), .. })

@@ -106,8 +106,8 @@ fn mkdir_makes_parents_and_is_idempotent() {
     let (path, kind, _, mode, _) = host.stat(4, "/a/b").unwrap();
     assert_eq!((path.as_str(), kind.as_str(), mode), ("/a/b", "dir", D | 0o755));
     host.write(5, "/a/f", None, b"x", 1);
-    assert_eq!(host.fails(6, FsOp::Mkdir { path: "/a/f" }), "mkdir: already exists");
-    assert_eq!(host.fails(7, FsOp::Mkdir { path: "/a/f/g" }), "mkdir: not a directory");
+    assert_eq!(host.fails(6, FsOp::Mkdir { path: "/a/f" }), "mkdir: File exists (os error 17)");
+    assert_eq!(host.fails(7, FsOp::Mkdir { path: "/a/f/g" }), "mkdir: Not a directory (os error 20)");
 }
 
 #[test]
@@ -163,10 +163,12 @@ fn write_errors_are_reported_early() {
     let mut host = Host::ready();
     host.ok(1, FsOp::Mkdir { path: "/d" });
     host.write(2, "/f", None, b"x", 1);
-    for (id, path, want) in
-        [(3, "/d", "write: is a directory"), (4, "/f/x", "write: not a directory"), (5, "/", "write: is a directory")]
-    {
-        host.send(id, &FsRequest { op: FsOp::Write { path, mode: None } });
+    for (id, path, want) in [
+        (3, "/d", "write: Is a directory (os error 21)"),
+        (4, "/f/x", "write: Not a directory (os error 20)"),
+        (5, "/", "write: Is a directory (os error 21)"),
+    ] {
+        host.send(id, &FsRequest { bulk: None, op: FsOp::Write { path, mode: None } });
         let frames = host.until_terminal(id);
         match frames.last().unwrap().message().body {
             Body::FsResponse(FsResponse { ok: false, error: Some(e), .. }) => assert_eq!(e, want),
@@ -193,12 +195,13 @@ fn list_gives_direct_children_with_full_paths() {
         vec![
             ("/d/f1".into(), "file".into(), 3),
             ("/d/f2".into(), "file".into(), 0),
-            ("/d/sub".into(), "dir".into(), 0)
+            // tmpfs sizes: 40, and 20 per entry.
+            ("/d/sub".into(), "dir".into(), 60)
         ]
     );
-    assert_eq!(host.list(5, "/").unwrap(), vec![("/d".into(), "dir".into(), 0)]);
-    assert_eq!(host.list(6, "/d/f1"), Err("list: not a directory".into()));
-    assert_eq!(host.list(7, "/nope"), Err("list: not found".into()));
+    assert_eq!(host.list(5, "/").unwrap(), vec![("/d".into(), "dir".into(), 100)]);
+    assert_eq!(host.list(6, "/d/f1"), Err("list: Not a directory (os error 20)".into()));
+    assert_eq!(host.list(7, "/nope"), Err("list: No such file or directory (os error 2)".into()));
     assert_eq!(host.list(8, "/d/sub/deeper").unwrap(), vec![]);
 }
 
@@ -206,23 +209,34 @@ fn list_gives_direct_children_with_full_paths() {
 fn stat_errors() {
     let mut host = Host::ready();
     host.write(1, "/f", None, b"x", 1);
-    assert_eq!(host.stat(2, "/missing"), Err("stat: not found".into()));
-    assert_eq!(host.stat(3, "/f/x"), Err("stat: not a directory".into()));
-    assert_eq!(host.stat(4, ""), Err("stat: not found".into()));
+    assert_eq!(host.stat(2, "/missing"), Err("stat: No such file or directory (os error 2)".into()));
+    assert_eq!(host.stat(3, "/f/x"), Err("stat: Not a directory (os error 20)".into()));
+    assert_eq!(host.stat(4, ""), Err("stat: No such file or directory (os error 2)".into()));
     let long = format!("/{}", "n".repeat(256));
-    assert_eq!(host.stat(5, &long), Err("stat: file name too long".into()));
+    assert_eq!(host.stat(5, &long), Err("stat: File name too long (os error 36)".into()));
     let (path, kind, _, mode, _) = host.stat(6, "/").unwrap();
     assert_eq!((path.as_str(), kind.as_str(), mode), ("/", "dir", D | 0o755));
 }
 
+/// Paths resolve component by component as on Linux, and answers echo
+/// them as sent (both dialects).
 #[test]
-fn paths_are_normalized() {
+fn paths_resolve_as_on_linux_and_are_echoed() {
     let mut host = Host::ready();
-    host.write(1, "//a/./b/../c/", None, b"1", 1);
-    assert_eq!(host.stat(2, "/a/c").unwrap().0, "/a/c");
-    assert_eq!(host.stat(3, "a/c").unwrap().0, "/a/c");
-    assert_eq!(host.stat(4, "/../../a/c").unwrap().0, "/a/c");
-    assert_eq!(host.list(5, "/a/./").unwrap(), vec![("/a/c".into(), "file".into(), 1)]);
+    host.write(1, "/a/b/c", None, b"1", 1);
+    assert_eq!(host.stat(2, "/a/./b/../b/c").unwrap().0, "/a/./b/../b/c");
+    assert_eq!(host.stat(3, "a/b/c").unwrap().0, "a/b/c", "relative to /");
+    assert_eq!(host.stat(4, "/../../a/b/c").unwrap().0, "/../../a/b/c");
+    assert_eq!(host.stat(5, "/a/b/c/"), Err("stat: Not a directory (os error 20)".into()));
+    assert_eq!(host.stat(6, "/missing/../a"), Err("stat: No such file or directory (os error 2)".into()));
+    assert_eq!(host.list(7, "/a/./").unwrap(), vec![("/a/./b".into(), "dir".into(), host.stat(8, "/a/b").unwrap().2)]);
+    assert_eq!(host.list(9, "/a/b").unwrap(), vec![("/a/b/c".into(), "file".into(), 1)]);
+    // A trailing slash on a new file is refused as open(2) refuses it.
+    let last = host.write(10, "/a/d/", None, b"1", 1);
+    match last.message().body {
+        wire::Body::FsResponse(r) => assert_eq!(r.error, Some("write: Is a directory (os error 21)")),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -230,13 +244,22 @@ fn remove_and_remove_dir() {
     let mut host = Host::ready();
     host.write(1, "/t/a/f", None, b"x", 1);
     host.write(2, "/t/b", None, b"y", 1);
-    assert_eq!(host.fails(3, FsOp::Remove { path: "/t" }), "remove: is a directory");
-    assert_eq!(host.fails(4, FsOp::Remove { path: "/none" }), "remove: not found");
+    assert_eq!(host.fails(3, FsOp::Remove { path: "/t" }), "remove: Is a directory (os error 21)");
+    assert_eq!(host.fails(4, FsOp::Remove { path: "/none" }), "remove: No such file or directory (os error 2)");
     host.ok(5, FsOp::Remove { path: "/t/b" });
-    assert_eq!(host.fails(6, FsOp::RemoveDir { path: "/t/a/f" }), "remove_dir: not a directory");
-    assert_eq!(host.fails(7, FsOp::RemoveDir { path: "/" }), "remove_dir: resource busy");
-    assert_eq!(host.fails(8, FsOp::RemoveDir { path: "/none" }), "remove_dir: not found");
-    host.ok(9, FsOp::RemoveDir { path: "/t" });
+    assert_eq!(
+        host.fails(6, FsOp::RemoveDir { path: "/t/a/f", recursive: None }),
+        "remove_dir: Not a directory (os error 20)"
+    );
+    assert_eq!(
+        host.fails(7, FsOp::RemoveDir { path: "/", recursive: None }),
+        "remove_dir: Device or resource busy (os error 16)"
+    );
+    assert_eq!(
+        host.fails(8, FsOp::RemoveDir { path: "/none", recursive: None }),
+        "remove_dir: No such file or directory (os error 2)"
+    );
+    host.ok(9, FsOp::RemoveDir { path: "/t", recursive: None });
     assert_eq!(host.list(10, "/").unwrap(), vec![]);
     assert_eq!(host.agent.fs().usage().entries_used, 1);
     assert_eq!(host.agent.fs().usage().blocks_used, 0);
@@ -252,9 +275,12 @@ fn copy_makes_parents_and_copies_content_and_mode() {
     // The copy is independent of its source.
     host.write(5, "/src", None, b"changed", 7);
     assert_eq!(host.read(6, "/x/y/dst").0, b"payload");
-    assert_eq!(host.fails(7, FsOp::Copy { src: "/x", dst: "/z" }), "copy: is a directory");
-    assert_eq!(host.fails(8, FsOp::Copy { src: "/src", dst: "/x" }), "copy: is a directory");
-    assert_eq!(host.fails(9, FsOp::Copy { src: "/none", dst: "/z" }), "copy: not found");
+    assert_eq!(
+        host.fails(7, FsOp::Copy { src: "/x", dst: "/z" }),
+        "copy: the source path is neither a regular file nor a symlink to a regular file"
+    );
+    assert_eq!(host.fails(8, FsOp::Copy { src: "/src", dst: "/x" }), "copy: Is a directory (os error 21)");
+    assert_eq!(host.fails(9, FsOp::Copy { src: "/none", dst: "/z" }), "copy: No such file or directory (os error 2)");
 }
 
 #[test]
@@ -262,20 +288,75 @@ fn rename_makes_parents_and_follows_posix_rules() {
     let mut host = Host::ready();
     host.write(1, "/a/f", None, b"one", 3);
     host.ok(2, FsOp::Rename { src: "/a/f", dst: "/b/c/g" });
-    assert_eq!(host.stat(3, "/a/f"), Err("stat: not found".into()));
+    assert_eq!(host.stat(3, "/a/f"), Err("stat: No such file or directory (os error 2)".into()));
     assert_eq!(host.read(4, "/b/c/g").0, b"one");
     host.write(5, "/a/h", None, b"two", 3);
     host.ok(6, FsOp::Rename { src: "/a/h", dst: "/b/c/g" });
     assert_eq!(host.read(7, "/b/c/g").0, b"two");
-    assert_eq!(host.fails(8, FsOp::Rename { src: "/b", dst: "/b/c/inside" }), "rename: invalid argument");
+    assert_eq!(host.fails(8, FsOp::Rename { src: "/b", dst: "/b/c/inside" }), "rename: Invalid argument (os error 22)");
     host.ok(9, FsOp::Mkdir { path: "/e" });
     host.ok(10, FsOp::Rename { src: "/e", dst: "/a" });
-    assert_eq!(host.fails(11, FsOp::Rename { src: "/a", dst: "/b" }), "rename: directory not empty");
-    assert_eq!(host.fails(12, FsOp::Rename { src: "/b/c/g", dst: "/a" }), "rename: is a directory");
-    assert_eq!(host.fails(13, FsOp::Rename { src: "/a", dst: "/b/c/g" }), "rename: not a directory");
-    assert_eq!(host.fails(14, FsOp::Rename { src: "/", dst: "/q" }), "rename: resource busy");
+    assert_eq!(host.fails(11, FsOp::Rename { src: "/a", dst: "/b" }), "rename: Directory not empty (os error 39)");
+    assert_eq!(host.fails(12, FsOp::Rename { src: "/b/c/g", dst: "/a" }), "rename: Is a directory (os error 21)");
+    assert_eq!(host.fails(13, FsOp::Rename { src: "/a", dst: "/b/c/g" }), "rename: Not a directory (os error 20)");
+    assert_eq!(host.fails(14, FsOp::Rename { src: "/", dst: "/q" }), "rename: Device or resource busy (os error 16)");
     host.ok(15, FsOp::Rename { src: "/b", dst: "/moved" });
     assert_eq!(host.read(16, "/moved/c/g").0, b"two");
+}
+
+#[test]
+fn a_failed_copy_or_rename_creates_no_parents() {
+    let mut host = Host::ready();
+    host.write(1, "/a/f", None, b"one", 3);
+    assert_eq!(
+        host.fails(2, FsOp::Copy { src: "/none", dst: "/p/q/r" }),
+        "copy: No such file or directory (os error 2)"
+    );
+    assert_eq!(
+        host.fails(3, FsOp::Copy { src: "/a", dst: "/p/q/r" }),
+        "copy: the source path is neither a regular file nor a symlink to a regular file"
+    );
+    assert_eq!(host.fails(4, FsOp::Copy { src: "/a/f/x", dst: "/p/q/r" }), "copy: Not a directory (os error 20)");
+    assert_eq!(
+        host.fails(5, FsOp::Rename { src: "/none", dst: "/p/q/r" }),
+        "rename: No such file or directory (os error 2)"
+    );
+    assert_eq!(
+        host.fails(6, FsOp::Rename { src: "/a", dst: "/a/sub/inside" }),
+        "rename: Invalid argument (os error 22)"
+    );
+    assert_eq!(host.fails(7, FsOp::Rename { src: "/", dst: "/p/q" }), "rename: Device or resource busy (os error 16)");
+    assert_eq!(host.stat(8, "/p"), Err("stat: No such file or directory (os error 2)".into()));
+    assert_eq!(host.stat(9, "/a/sub"), Err("stat: No such file or directory (os error 2)".into()));
+    // A file onto a directory, found before any parent is made.
+    host.ok(10, FsOp::Mkdir { path: "/d/e" });
+    assert_eq!(host.fails(11, FsOp::Copy { src: "/a/f", dst: "/d/e" }), "copy: Is a directory (os error 21)");
+    assert_eq!(host.fails(12, FsOp::Rename { src: "/d", dst: "/a/f" }), "rename: Not a directory (os error 20)");
+    assert_eq!(host.list(13, "/").unwrap().len(), 2);
+}
+
+#[test]
+fn a_copy_or_rename_without_entries_for_its_parents_creates_none() {
+    // The root, /src and three free entries: /p/q/r needs /p, /q and the file.
+    let arena: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
+    let fs = agent_core::ramfs::Ramfs::with_entries(arena, 5, 0).unwrap();
+    let mut host = Host::with_fs(fs, Config::default());
+    host.handshake();
+    host.write(1, "/src", None, b"x", 1);
+    host.ok(2, FsOp::Mkdir { path: "/one" });
+    assert_eq!(host.agent.fs().usage().entries_used, 3);
+    assert_eq!(host.fails(3, FsOp::Copy { src: "/src", dst: "/p/q/r" }), "copy: No space left on device (os error 28)");
+    assert_eq!(
+        host.fails(4, FsOp::Rename { src: "/src", dst: "/p/q/r/s" }),
+        "rename: No space left on device (os error 28)"
+    );
+    assert_eq!(host.agent.fs().usage().entries_used, 3);
+    assert_eq!(host.stat(5, "/p"), Err("stat: No such file or directory (os error 2)".into()));
+    // At the bound: exactly enough entries.
+    host.ok(6, FsOp::Copy { src: "/src", dst: "/p/r" });
+    assert_eq!(host.agent.fs().usage().entries_used, 5);
+    host.ok(7, FsOp::Rename { src: "/one", dst: "/p/one" });
+    assert_eq!(host.read(8, "/p/r").0, b"x");
 }
 
 #[test]
@@ -292,20 +373,27 @@ fn protocol_errors_get_core_error_and_the_agent_goes_on() {
     let mut host = Host::ready();
     // Flags that do not match the type.
     let mut frame = vec![0u8; 64];
-    let n = encode_frame_as(5, Flags::NONE, 5, &FsRequest { op: FsOp::Stat { path: "/" } }, &mut frame).unwrap();
+    let n = encode_frame_as(
+        5,
+        Flags::NONE,
+        5,
+        &FsRequest { bulk: None, op: FsOp::Stat { path: "/", follow_symlink: None } },
+        &mut frame,
+    )
+    .unwrap();
     host.deliver(&frame[..n]);
     let (kind, message, offending) = core_error(&host.take());
     assert_eq!(kind, CoreErrorKind::InvalidFlags);
     assert_eq!(message, "invalid flags for core.fs.request: got 0, expected 2");
     assert_eq!(offending.as_deref(), Some("core.fs.request"));
     // A session id already in use.
-    host.send(6, &FsRequest { op: FsOp::Write { path: "/w", mode: None } });
-    host.send(6, &FsRequest { op: FsOp::Stat { path: "/" } });
+    host.send(6, &FsRequest { bulk: None, op: FsOp::Write { path: "/w", mode: None } });
+    host.send(6, &FsRequest { bulk: None, op: FsOp::Stat { path: "/", follow_symlink: None } });
     let (kind, _, _) = core_error(&host.take());
     assert_eq!(kind, CoreErrorKind::InvalidSession);
     // Data for a read session.
     host.write(7, "/r", None, &[1; 100], 100);
-    host.send(8, &FsRequest { op: FsOp::Read { path: "/r" } });
+    host.send(8, &FsRequest { bulk: None, op: FsOp::Read { path: "/r" } });
     host.send(8, &FsData { data: b"x" });
     let (kind, _, _) = core_error(&host.take());
     assert_eq!(kind, CoreErrorKind::InvalidSession);
@@ -334,12 +422,26 @@ fn a_peer_below_generation_5_is_never_sent_core_error() {
     host.take();
     // Garbage envelope (v unknown: falls back to the handshake's 4) and bad flags (v = 4).
     host.deliver(&[0, 0, 0, 6, 0, 0, 0, 3, 0, 0xff]);
-    let n = encode_frame_as(4, Flags::NONE, 4, &FsRequest { op: FsOp::Stat { path: "/" } }, &mut frame).unwrap();
+    let n = encode_frame_as(
+        4,
+        Flags::NONE,
+        4,
+        &FsRequest { bulk: None, op: FsOp::Stat { path: "/", follow_symlink: None } },
+        &mut frame,
+    )
+    .unwrap();
     host.deliver(&frame[..n]);
     assert!(host.take().is_empty());
     assert_eq!(host.agent.stats().core_errors_suppressed, 2);
     // The same frame from a generation-5 sender is answered.
-    let n = encode_frame_as(4, Flags::NONE, 5, &FsRequest { op: FsOp::Stat { path: "/" } }, &mut frame).unwrap();
+    let n = encode_frame_as(
+        4,
+        Flags::NONE,
+        5,
+        &FsRequest { bulk: None, op: FsOp::Stat { path: "/", follow_symlink: None } },
+        &mut frame,
+    )
+    .unwrap();
     host.deliver(&frame[..n]);
     assert_eq!(core_error(&host.take()).0, CoreErrorKind::InvalidFlags);
 }
@@ -347,7 +449,7 @@ fn a_peer_below_generation_5_is_never_sent_core_error() {
 #[test]
 fn frame_level_corruption_ends_the_stream_until_reset() {
     let mut host = Host::ready();
-    host.send(1, &FsRequest { op: FsOp::Write { path: "/w", mode: None } });
+    host.send(1, &FsRequest { bulk: None, op: FsOp::Write { path: "/w", mode: None } });
     host.deliver(&0xffff_ffffu32.to_be_bytes());
     assert_eq!(host.agent.state(), State::AwaitingStream);
     assert_eq!(host.agent.sessions(), 0);
@@ -360,25 +462,176 @@ fn frame_level_corruption_ends_the_stream_until_reset() {
     host.take();
     host.send(3, &Ping);
     assert_eq!(host.take()[0].message_type(), MessageType::Pong);
-    assert_eq!(host.stat(4, "/w"), Err("stat: not found".into()), "the aborted write left nothing");
+    assert_eq!(
+        host.stat(4, "/w"),
+        Err("stat: No such file or directory (os error 2)".into()),
+        "the aborted write left nothing"
+    );
+}
+
+/// The `n`-th id of relay slot `slot`.
+fn slot_id(slot: usize, n: u32) -> u32 {
+    wire::relay::slot_range(slot).0 + n
 }
 
 #[test]
 fn too_many_sessions_is_answered_and_nothing_is_lost() {
     let mut host = Host::ready();
-    for id in 1..=agent_core::MAX_SESSIONS as u32 {
-        host.send(id, &FsRequest { op: FsOp::Write { path: &format!("/s/{id}"), mode: None } });
+    // Seven clients with 32 writes each fill the table down to the reserve
+    // (each below its share), eight small clients take the reserve.
+    let mut ids = Vec::new();
+    for slot in 0..7 {
+        ids.extend((0..32).map(|n| slot_id(slot, n)));
+    }
+    let small = agent_core::SESSION_RESERVE / agent_core::RESERVE_CLIENT_MAX;
+    for slot in 7..7 + small {
+        ids.extend((0..agent_core::RESERVE_CLIENT_MAX as u32).map(|n| slot_id(slot, n)));
+    }
+    for &id in &ids {
+        host.send(id, &FsRequest { bulk: None, op: FsOp::Write { path: &format!("/s/{id}"), mode: None } });
     }
     assert!(host.take().is_empty());
-    let over = agent_core::MAX_SESSIONS as u32 + 1;
+    assert_eq!(host.agent.sessions(), agent_core::MAX_SESSIONS);
+    let over = slot_id(20, 0);
     let msg = host.fails(over, FsOp::Write { path: "/over", mode: None });
     assert_eq!(msg, format!("write: too many sessions in flight (max {})", agent_core::MAX_SESSIONS));
-    host.write(over + 1, "/dummy", None, b"", 1);
-    host.send(1, &FsData { data: b"first" });
-    host.send(1, &FsData { data: &[] });
-    host.until_terminal(1);
-    assert_eq!(host.read(over + 2, "/s/1").0, b"first");
+    let first = slot_id(0, 0);
+    host.send(first, &FsData { data: b"first" });
+    host.send(first, &FsData { data: &[] });
+    host.until_terminal(first);
+    assert_eq!(host.read(over + 1, &format!("/s/{first}")).0, b"first");
     assert_eq!(host.agent.stats().sessions_peak, agent_core::MAX_SESSIONS);
+}
+
+#[test]
+fn one_client_cannot_take_every_session() {
+    let mut host = Host::ready();
+    // A hog opens 300 writes and never finishes them.
+    let mut refused = 0;
+    for n in 0..300 {
+        host.send(slot_id(3, n), &FsRequest { bulk: None, op: FsOp::Write { path: &format!("/hog/{n}"), mode: None } });
+        for sent in host.take() {
+            assert!(sent.is_terminal());
+            match sent.message().body {
+                Body::FsResponse(FsResponse { ok: false, error: Some(e), .. }) => {
+                    assert_eq!(
+                        e,
+                        format!(
+                            "write: too many sessions for one client (max {})",
+                            agent_core::MAX_SESSIONS_PER_CLIENT
+                        )
+                    );
+                    refused += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(refused, 300 - agent_core::MAX_SESSIONS_PER_CLIENT);
+    assert_eq!(host.agent.sessions(), agent_core::MAX_SESSIONS_PER_CLIENT);
+    // Another client still reads and writes.
+    host.write(slot_id(4, 0), "/other", None, b"mine", 2);
+    assert_eq!(host.read(slot_id(4, 1), "/other").0, b"mine");
+}
+
+#[test]
+fn the_reserve_is_kept_for_clients_with_few_sessions() {
+    let mut host = Host::ready();
+    let share = agent_core::MAX_SESSIONS_PER_CLIENT as u32;
+    let open = |host: &mut Host, id: u32| {
+        host.send(id, &FsRequest { bulk: None, op: FsOp::Write { path: &format!("/r/{id}"), mode: None } });
+        host.take()
+    };
+    // Hogs fill the table down to the reserve.
+    let below_reserve = (agent_core::MAX_SESSIONS - agent_core::SESSION_RESERVE) as u32;
+    for k in 0..below_reserve {
+        assert!(open(&mut host, slot_id((k / share) as usize, k % share)).is_empty());
+    }
+    assert_eq!(host.agent.sessions(), below_reserve as usize);
+    // The last hog (below its share) gets nothing from the reserve...
+    let hog = (below_reserve / share) as usize;
+    let answer = open(&mut host, slot_id(hog, below_reserve % share));
+    match answer[0].message().body {
+        Body::FsResponse(FsResponse { ok: false, error: Some(e), .. }) => {
+            assert!(e.starts_with("write: too many sessions in flight (the last"), "{e}")
+        }
+        ref other => panic!("{other:?}"),
+    }
+    // ...while small clients share it, each up to the reserve's per-client bound.
+    let small = agent_core::SESSION_RESERVE / agent_core::RESERVE_CLIENT_MAX;
+    for c in 0..small {
+        for n in 0..agent_core::RESERVE_CLIENT_MAX as u32 {
+            assert!(open(&mut host, slot_id(100 + c, n)).is_empty(), "small client {c} session {n}");
+        }
+    }
+    assert_eq!(host.agent.sessions(), agent_core::MAX_SESSIONS);
+}
+
+#[test]
+fn an_idle_write_is_aborted_and_the_old_file_stays() {
+    let timeout = 5_000_000_000;
+    let mut host = Host::new(TEST_ARENA, Config { write_idle_timeout_ns: timeout, ..Config::default() });
+    host.handshake();
+    host.write(1, "/f", None, b"old", 3);
+    host.send(2, &FsRequest { bulk: None, op: FsOp::Write { path: "/f", mode: None } });
+    host.send(2, &FsData { data: b"partial" });
+    assert_eq!(host.agent.poll_timeout(), Some(host.now + timeout));
+    // Data keeps it alive.
+    host.now += timeout - 1;
+    host.agent.handle_timeout(host.now);
+    host.send(2, &FsData { data: b" more" });
+    assert!(host.take().is_empty());
+    assert_eq!(host.agent.poll_timeout(), Some(host.now + timeout));
+    host.now += timeout;
+    host.agent.handle_timeout(host.now);
+    let answer = host.take();
+    assert_eq!(answer.len(), 1);
+    match answer[0].message().body {
+        Body::FsResponse(FsResponse { ok: false, error: Some(e), .. }) => {
+            assert_eq!(e, "write: aborted: no data for 5 s (idle write bound)")
+        }
+        ref other => panic!("{other:?}"),
+    }
+    assert_eq!(host.agent.sessions(), 0);
+    assert_eq!(host.agent.poll_timeout(), None);
+    assert_eq!(host.read(3, "/f").0, b"old");
+}
+
+#[test]
+fn host_only_messages_count_only_on_id_0() {
+    let mut host = Host::ready();
+    host.write(1, "/f", None, b"x", 1);
+    let (_, _, _, _, before) = host.stat(2, "/f").unwrap();
+    // A victim's write and read in flight, in another slot.
+    let victim = slot_id(1, 0);
+    host.send(victim, &FsRequest { bulk: None, op: FsOp::Write { path: "/v", mode: None } });
+    for (id, body) in [
+        (slot_id(2, 0), host_frame(&wire::ClockSync { unix_time_nanos: 0 })),
+        (slot_id(2, 1), host_frame(&RelayClientDisconnected { id_start: 0, id_end_exclusive: u32::MAX })),
+        (slot_id(2, 2), host_frame(&InitAck)),
+        (slot_id(2, 3), host_frame(&wire::RelayFlow { id_start: 1, id_end_exclusive: u32::MAX, paused: true })),
+    ] {
+        let mut frame = body;
+        frame[4..8].copy_from_slice(&id.to_be_bytes());
+        host.deliver(&frame);
+        let answer = host.take();
+        assert_eq!(answer.len(), 1, "{answer:?}");
+        assert_eq!(answer[0].id(), id);
+        assert_eq!(core_error(&answer).0, CoreErrorKind::InvalidSession);
+    }
+    assert!(!host.events.iter().any(|e| matches!(e, Event::SetWallClock(0))));
+    assert_eq!(host.stat(3, "/f").unwrap().4, before, "file times unchanged");
+    assert_eq!(host.agent.sessions(), 1, "the victim's write survives");
+    host.send(victim, &FsData { data: b"safe" });
+    host.send(victim, &FsData { data: &[] });
+    host.until_terminal(victim);
+    assert_eq!(host.read(4, "/v").0, b"safe");
+}
+
+fn host_frame<P: wire::Payload>(payload: &P) -> Vec<u8> {
+    let mut frame = vec![0u8; wire::frame_len(payload)];
+    wire::encode_frame(0, payload, &mut frame).unwrap();
+    frame
 }
 
 #[test]
@@ -392,7 +645,7 @@ fn no_space_fails_the_write_and_keeps_everything_stored() {
     let r = host.write(2, "/keep", None, &vec![9u8; capacity], 64 * 1024);
     match r.message().body {
         Body::FsResponse(FsResponse { ok: false, error: Some(e), .. }) => {
-            assert_eq!(e, "write: no space left on device")
+            assert_eq!(e, "write: No space left on device (os error 28)")
         }
         other => panic!("{other:?}"),
     }
@@ -438,7 +691,7 @@ fn a_filled_then_fragmented_filesystem_stores_the_same_data_again() {
 fn a_disconnected_write_leaves_the_old_content() {
     let mut host = Host::ready();
     host.write(1, "/f", None, b"old", 3);
-    host.send(40, &FsRequest { op: FsOp::Write { path: "/f", mode: None } });
+    host.send(40, &FsRequest { bulk: None, op: FsOp::Write { path: "/f", mode: None } });
     host.send(40, &FsData { data: b"partial new content" });
     host.send(0, &RelayClientDisconnected { id_start: 33, id_end_exclusive: 66 });
     assert!(host.take().is_empty(), "a dropped session gets no response");
@@ -456,8 +709,8 @@ fn shutdown_aborts_sessions_then_powers_off() {
     let mut host = Host::ready();
     host.write(1, "/big", None, &vec![3u8; 5 << 20], 1 << 20);
     host.write(2, "/kept", None, b"old", 3);
-    host.send(3, &FsRequest { op: FsOp::Read { path: "/big" } });
-    host.send(4, &FsRequest { op: FsOp::Write { path: "/kept", mode: None } });
+    host.send(3, &FsRequest { bulk: None, op: FsOp::Read { path: "/big" } });
+    host.send(4, &FsRequest { bulk: None, op: FsOp::Write { path: "/kept", mode: None } });
     host.send(4, &FsData { data: b"never visible" });
     host.send(0, &Shutdown);
     let frames = host.take();
@@ -486,7 +739,7 @@ fn the_agent_and_its_tables_have_fixed_small_sizes() {
         agent_core::MAX_SESSIONS
     );
     assert!(agent <= 48 * 1024, "the agent grew to {agent} bytes");
-    assert_eq!((ENTRY_BYTES, CONTENT_BYTES), (288, 24));
+    assert_eq!((ENTRY_BYTES, CONTENT_BYTES), (328, 24));
     // A file costs one entry, one content and its blocks; a directory one entry.
     let mut host = Host::new(1 << 20, Config::default());
     host.handshake();
@@ -497,4 +750,66 @@ fn the_agent_and_its_tables_have_fixed_small_sizes() {
     assert_eq!(after.entries_used - before.entries_used, 2);
     assert_eq!(after.contents_used - before.contents_used, 1);
     assert_eq!(after.blocks_used - before.blocks_used, 2);
+}
+
+#[test]
+fn the_smallest_ramfs_arena_is_min_arena_bytes_wherever_it_starts() {
+    use agent_core::ramfs::{MIN_ARENA_BYTES, MIN_ENTRIES, Ramfs};
+    let mut buf = vec![0u8; MIN_ARENA_BYTES + 64];
+    let aligned = buf.as_ptr().align_offset(8);
+    for offset in aligned..aligned + 8 {
+        let fs = Ramfs::new(&mut buf[offset..offset + MIN_ARENA_BYTES], 0).expect("MIN_ARENA_BYTES is enough");
+        assert_eq!((fs.usage().entries_total, fs.usage().blocks_total), (MIN_ENTRIES, 2));
+    }
+    // Aligned, the alignment room is not needed; one byte less than the
+    // rest is too little, and the error says how much is.
+    let short = MIN_ARENA_BYTES - 8 - 1;
+    let e = Ramfs::new(&mut buf[aligned..aligned + short], 0).err().expect("too small");
+    assert_eq!(e.needed, MIN_ARENA_BYTES);
+}
+
+#[test]
+fn a_paused_client_gets_no_read_data_until_resumed_and_others_go_on() {
+    let config = Config { read_chunk_size: 4096, ..Config::default() };
+    let mut host = Host::new(TEST_ARENA, config);
+    host.handshake();
+    let file: Vec<u8> = (0..64 * 1024u32).map(|i| i as u8).collect();
+    host.write(1, "/f", None, &file, 8192);
+    let (slow, other) = (slot_id(1, 0), slot_id(2, 0));
+    let (start, end) = wire::relay::slot_range(1);
+    host.send(0, &wire::RelayFlow { id_start: start, id_end_exclusive: end, paused: true });
+    host.send(slow, &FsRequest { bulk: None, op: FsOp::Read { path: "/f" } });
+    host.send(other, &FsRequest { bulk: None, op: FsOp::Read { path: "/f" } });
+    let frames = host.until_terminal(other);
+    assert!(frames.iter().all(|f| f.id() == other), "read data went to a paused client");
+    assert_eq!(host.agent.sessions(), 1, "the paused read waits");
+    assert!(host.take().is_empty());
+    // Small answers still reach the paused client.
+    assert!(host.stat(slot_id(1, 1), "/f").is_ok());
+    host.send(0, &wire::RelayFlow { id_start: start, id_end_exclusive: end, paused: false });
+    let frames = host.until_terminal(slow);
+    let data: Vec<u8> = frames
+        .iter()
+        .filter_map(|f| match f.message().body {
+            Body::FsData(d) => Some(d.data.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(data, file);
+}
+
+#[test]
+fn a_pause_ends_with_its_clients_disconnect() {
+    let config = Config { read_chunk_size: 4096, ..Config::default() };
+    let mut host = Host::new(TEST_ARENA, config);
+    host.handshake();
+    host.write(1, "/f", None, &[7u8; 20_000], 8192);
+    let (start, end) = wire::relay::slot_range(1);
+    host.send(0, &wire::RelayFlow { id_start: start, id_end_exclusive: end, paused: true });
+    let base = start - 1;
+    host.send(0, &RelayClientDisconnected { id_start: base, id_end_exclusive: base + wire::relay::SLOT_STEP });
+    // The slot's next client is not paused.
+    let (data, _) = host.read(slot_id(1, 0), "/f");
+    assert_eq!(data.len(), 20_000);
 }

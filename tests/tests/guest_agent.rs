@@ -107,7 +107,7 @@ fn every_api_call_works_on_the_real_guest() {
     let mut out = Vec::new();
     assert_eq!(fs.read_to("/moved/b.txt", &mut out).unwrap(), 11);
     fs.remove("/moved/b.txt").unwrap();
-    fs.remove_dir("/moved").unwrap();
+    fs.remove_dir_all("/moved").unwrap();
     assert!(matches!(fs.stat("/moved"), Err(ref e) if e.is_not_found()));
     // Host files in and out.
     let dir = std::env::temp_dir().join(format!("guest-agent-{}", std::process::id()));
@@ -207,7 +207,8 @@ fn two_relay_clients_and_a_disconnect_mid_read() {
     b.read_exact(&mut prefix).unwrap();
     let mut ready = vec![0u8; u32::from_be_bytes(prefix) as usize];
     b.read_exact(&mut ready).unwrap();
-    let read = host_sync::proto::frame(start_id, &wire::FsRequest { op: wire::FsOp::Read { path: "/shared" } });
+    let read =
+        host_sync::proto::frame(start_id, &wire::FsRequest { bulk: None, op: wire::FsOp::Read { path: "/shared" } });
     b.write_all(&read).unwrap();
     b.read_exact(&mut prefix).unwrap();
     drop(b);

@@ -19,7 +19,7 @@ pub const SHUTDOWN_ABORT: &str = "shutdown: session aborted";
 pub const UNKNOWN_WRITE_SESSION: &str = "write: unknown write session";
 
 /// The answer to a write that ran out of space.
-pub const NO_SPACE: &str = "write: no space left on device";
+pub const NO_SPACE: &str = "write: No space left on device (os error 28)";
 
 /// What the agent must answer to a corrupted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl ReadCheck {
         }
     }
 
-    /// The read ended with "not found": keep the missing-file candidate.
+    /// The read ended with ENOENT: keep the missing-file candidate.
     pub fn end_missing(&mut self) {
         for (i, candidate) in self.candidates.iter().enumerate() {
             if candidate.is_some() || self.offset > 0 {
@@ -323,7 +323,7 @@ fn finish_probe(call: &mut Call, message: &Message<'_>, stat: bool, open: &mut O
         let check = call.read.as_mut().expect("a read probe has a check");
         match (r.ok, r.error) {
             (true, None) => check.end_ok(),
-            (false, Some("read: not found")) => check.end_missing(),
+            (false, Some("read: No such file or directory (os error 2)")) => check.end_missing(),
             _ => check.alive = 0,
         }
         check.alive
@@ -334,7 +334,7 @@ fn finish_probe(call: &mut Call, message: &Message<'_>, stat: bool, open: &mut O
 /// Which of "before" (bit 0) and "after" (bit 1) a `Stat` answer fits.
 fn stat_probe(open: &OpenWrite, r: &FsResponse<'_>) -> u8 {
     let fits = |file: Option<(u32, Content)>| match (file, r.ok, r.error, &r.data) {
-        (None, false, Some("stat: not found"), None) => true,
+        (None, false, Some("stat: No such file or directory (os error 2)"), None) => true,
         (Some((perm, content)), true, None, Some(FsResponseData::Stat(i))) => {
             i.kind == FsEntryKind::File && i.size == content.len && i.mode == mode::FILE | perm
         }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use agent_core::mode;
 use host_sync::proto::{CallKind, Calls, Ids, ReadyInfo, Route, check_generation};
-use host_sync::relay::{RelayCore, Slot};
+use host_sync::relay::Slot;
 use wire::{
     Body, DATA_FRAME_HEAD_MAX, FS_CHUNK_SIZE, Frame, FrameStatus, FsData, FsRequest, Message, MessageType, Payload,
     encode_data_frame_head, encode_frame, frame_len, parse_frame,
@@ -127,6 +127,8 @@ struct Conn {
     streaming: Vec<u32>,
     /// Whether a call of this connection has been answered.
     answered: bool,
+    /// Deadlines of the calls whose round trip is bounded (invariant (b)).
+    deadlines: BTreeMap<u32, u64>,
 }
 
 /// A client identity and its current connection.
@@ -234,6 +236,7 @@ impl Client {
             unforwarded: VecDeque::new(),
             streaming: Vec::new(),
             answered: false,
+            deadlines: BTreeMap::new(),
         });
         self.state = State::Greeting;
     }
@@ -247,6 +250,11 @@ impl Client {
             return true;
         }
         let mut progress = self.receive(shared);
+        if let Some(conn) = &self.conn
+            && let Some((&id, &deadline)) = conn.deadlines.iter().min_by_key(|(_, d)| **d)
+        {
+            check_deadline(self.index, id, deadline, shared);
+        }
         if self.state == State::Active {
             progress |= self.compose(shared);
         }
@@ -266,6 +274,8 @@ impl Client {
             State::Leaving => {}
             State::Greeting | State::Active => {
                 consider(self.hang_up.map(|(at, _)| at));
+                let deadlines = self.conn.as_ref().map(|c| c.deadlines.values());
+                consider(deadlines.and_then(|d| d.min()).map(|d| d + 1));
                 if self.may_issue(shared) && self.next_issue_ns != AFTER_AN_ANSWER {
                     consider(Some(self.next_issue_ns));
                 }
@@ -310,6 +320,11 @@ impl Client {
             Sent::Request => {
                 if let Some(call) = conn.open.get_mut(&id) {
                     call.request_seq = Some(seq);
+                    let fast = self.behaviour.read_every_ns == 0 && !self.behaviour.flood;
+                    let predicted = matches!(call.role, Role::Normal | Role::Probe { .. });
+                    if fast && predicted && !matches!(call.op, Op::Read(_) | Op::Write { .. }) {
+                        conn.deadlines.insert(id, shared.now + shared.params.response_bound_ns);
+                    }
                 }
             }
             Sent::End => {
@@ -484,7 +499,7 @@ impl Client {
         };
         let start = u32::from_be_bytes([range[0], range[1], range[2], range[3]]);
         let end = u32::from_be_bytes([range[4], range[5], range[6], range[7]]);
-        if (start, end) != RelayCore::range(conn.slot) {
+        if (start, end) != wire::relay::slot_range(conn.slot) {
             violation!("client {}: slot {} greeted with ids {start}..{end}", self.index, conn.slot);
         }
         let ready = ReadyInfo::from_frame(&rest[..consumed])
@@ -516,9 +531,9 @@ impl Client {
     fn handle(&mut self, frame: Frame<'_>, shared: &mut Shared) {
         let conn = self.conn.as_mut().expect("connected");
         let id = frame.id;
-        if !(conn.range.0..conn.range.1).contains(&id) || !conn.ids.contains(id) {
+        if !conn.ids.issued(id) {
             violation!(
-                "client {} (slot {}, ids {}..{}) got a frame for #{id}",
+                "client {} (slot {}, ids {}..{}) got a frame for #{id}, an id it did not open on this connection",
                 self.index,
                 conn.slot,
                 conn.range.0,
@@ -573,6 +588,9 @@ impl Client {
         let conn = self.conn.as_mut().expect("connected");
         let mut call = conn.open.remove(&id).expect("Calls routes only open calls");
         conn.streaming.retain(|&s| s != id);
+        if let Some(deadline) = conn.deadlines.remove(&id) {
+            check_deadline(self.index, id, deadline, shared);
+        }
         let who = format!("client {} (slot {}) #{id}", self.index, conn.slot);
         let ended = calls::finish(&mut call, message, &who, shared, &mut self.open_writes);
         if ended.extra_answers > 0 {
@@ -762,7 +780,7 @@ impl Client {
             _ => CallKind::Request,
         };
         conn.calls.open(id, kind);
-        push_frame(&mut conn.outbox, id, &FsRequest { op: op.as_wire() });
+        push_frame(&mut conn.outbox, id, &FsRequest { bulk: None, op: op.as_wire() });
         conn.unforwarded.push_back((id, Sent::Request));
         let mut call = Call {
             op,
@@ -801,8 +819,9 @@ impl Client {
         let op = workload::generate(&mut shared.rng, &shared.model, &self.root, kind, Sizes::default());
         let conn = self.conn.as_mut().expect("connected");
         let id = conn.ids.allocate().unwrap_or_else(|e| violation!("client {}: {e}", self.index));
-        let mut frame = vec![0u8; frame_len(&FsRequest { op: op.as_wire() })];
-        encode_frame(id, &FsRequest { op: op.as_wire() }, &mut frame).expect("a request fits its own length");
+        let mut frame = vec![0u8; frame_len(&FsRequest { bulk: None, op: op.as_wire() })];
+        encode_frame(id, &FsRequest { bulk: None, op: op.as_wire() }, &mut frame)
+            .expect("a request fits its own length");
         let Some(answer) = corrupt::flip_body(&mut frame, &mut shared.rng) else { return false };
         conn.calls.open(id, CallKind::Request);
         conn.outbox.push(&frame);
@@ -888,6 +907,20 @@ impl Client {
         let n = link.c2r.write(&bytes[..limit], shared.now, &mut shared.rng);
         conn.outbox.consume(n);
         n > 0
+    }
+}
+
+/// Invariant (b): a bounded call ends by its deadline, whatever other
+/// clients do (after a shutdown, calls may go unanswered).
+fn check_deadline(index: usize, id: u32, deadline: u64, shared: &Shared) {
+    if shared.now > deadline && shared.shutdown_seq.is_none() {
+        let bound = shared.params.response_bound_ns;
+        let late = shared.now - (deadline - bound);
+        violation!(
+            "client {}: #{id} waited {late} ns for its answer since the relay forwarded it, over the bound of \
+             {bound} ns (what other clients do must not hold it up)",
+            index
+        );
     }
 }
 

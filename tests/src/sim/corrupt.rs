@@ -50,7 +50,9 @@ fn expected_answer(body: &[u8]) -> Option<CorruptAnswer> {
     }
     match Body::decode(envelope.t, envelope.p) {
         Err(_) => Some(error(envelope.v)),
-        Ok(Body::FsRequest(FsRequest { op: FsOp::Stat { .. } | FsOp::List { .. } })) => Some(CorruptAnswer::Response),
+        Ok(Body::FsRequest(FsRequest { bulk: None, op: FsOp::Stat { .. } | FsOp::List { .. } })) => {
+            Some(CorruptAnswer::Response)
+        }
         Ok(_) => None,
     }
 }

@@ -68,7 +68,8 @@ impl<'m> Guest<'m> {
             None => Ramfs::new(arena, 0),
         };
         let fs = fs.expect("the arena holds a ramfs");
-        let config = Config { read_chunk_size: params.read_chunk_size, ..Config::default() };
+        let config =
+            Config { read_chunk_size: params.read_chunk_size, planted: params.agent_planted(), ..Config::default() };
         let tx = &mut memory.tx[..params.outbox_bytes];
         let mut agent = Agent::new(fs, &mut memory.rx, tx, config).expect("buffers large enough");
         agent.start(0);

@@ -1,10 +1,14 @@
 //! The host side: the boot handshake through `proto::Handshake`, then the
-//! relay as host-sync's relay does it, around its sans-IO `RelayCore`:
-//! greet each client with its range and the cached `core.ready`, forward
-//! whole frames both ways by their length prefix without decoding CBOR,
-//! queue at most a bounded number of bytes per client (a client that
-//! leaves its queue full for `SLOW_CLIENT_TIMEOUT` is dropped), and tell
-//! the guest `core.relay.client.disconnected` when a client leaves.
+//! relay as host-sync's relay threads do it, with every decision taken by
+//! its sans-IO `RelayCore`: which slot a client gets (a slot is reused only
+//! after the guest's barrier pong), which client frames reach the guest,
+//! where each guest frame goes and who is cut off at a queue bound, and the
+//! notice and barrier ping sent to the guest when a client leaves. This
+//! file only moves bytes, for honest and hostile clients alike ([`Peers`]):
+//! a frame the relay refuses is answered with its own `core.error` (a
+//! violation for an honest client), and with [`Bug::RelayWaits`] it holds
+//! back guest frames while their client's queue is full, as an earlier
+//! relay did.
 //!
 //! Every frame written to the guest gets a sequence number; the agent's
 //! count of handled frames then says exactly which frames it has handled,
@@ -13,13 +17,14 @@
 use std::collections::VecDeque;
 
 use host_sync::proto::{Handshake, HandshakeStep, ReadyInfo};
-use host_sync::relay::{RELAY_SLOTS, RelayCore, SLOW_CLIENT_TIMEOUT, Slot};
+use host_sync::relay::{Admit, Eviction, Lease, RELAY_SLOTS, RelayCore, RelayOptions, Route, Slot};
 use wire::{Flags, FrameStatus, parse_frame};
 
 use super::Bug;
 use super::channel::{ByteQueue, Channel, Shape};
 use super::client::{Client, Leave, Link};
 use super::corrupt;
+use super::hostile::Hostile;
 use super::params::FLOOD_LINK_CAPACITY;
 use super::trace::{Mark, header_word};
 use super::violation;
@@ -31,6 +36,11 @@ const GUEST_IN_MAX: usize = wire::MAX_FRAME_BYTES;
 /// With [`Bug::FlipGuestData`]: guest frames with no flags (data chunks)
 /// longer than this get their last byte flipped.
 const FLIP_MIN_FRAME: usize = 1024;
+
+/// With [`Bug::RelayWaits`]: how long the relay waits for a client whose
+/// queue is full before it cuts it off (an earlier relay's
+/// `SLOW_CLIENT_TIMEOUT`).
+pub const OLD_RELAY_PATIENCE_NS: u64 = 10_000_000_000;
 
 /// Trace tags of links: the client's index is added.
 const C2R_TAG: u64 = 1_000;
@@ -56,11 +66,14 @@ enum Own {
 
 /// One attached client.
 struct Attached {
+    lease: Lease,
     client: usize,
     /// Bytes read from the client, up to one whole frame ahead.
     inbuf: ByteQueue,
     /// Guest frames for the client, not yet written to it.
     queue: ByteQueue,
+    /// Bytes at the front of `queue` that `RelayCore` does not count (the greeting).
+    uncounted: usize,
 }
 
 /// After the agent has handled `after` frames, no session with an id in
@@ -89,18 +102,20 @@ pub struct Host {
     attached: Vec<Slot>,
     /// Frames written to the guest so far (the next sequence number).
     pub sent: u64,
-    /// The slot whose full queue holds up the guest stream, and since when.
-    blocked: Option<(Slot, u64)>,
+    /// When the (slow) host reads the guest next.
+    next_read_ns: u64,
     glitch_due: bool,
+    /// With [`Bug::RelayWaits`]: since when the relay waits for a client.
+    waiting_since: Option<u64>,
     /// Disconnect notices whose effect is to be checked.
     pub checks: Vec<RangeCheck>,
 }
 
 impl Host {
-    /// A host waiting for the guest's handshake.
-    pub fn new() -> Host {
+    /// A host waiting for the guest's handshake, relaying with `options`.
+    pub fn new(options: RelayOptions) -> Host {
         Host {
-            core: RelayCore::new(),
+            core: RelayCore::new(options),
             phase: Phase::Handshake(Handshake::new()),
             ready: None,
             guest_in: ByteQueue::default(),
@@ -109,8 +124,9 @@ impl Host {
             slots: (0..RELAY_SLOTS).map(|_| None).collect(),
             attached: Vec::new(),
             sent: 0,
-            blocked: None,
+            next_read_ns: 0,
             glitch_due: false,
+            waiting_since: None,
             checks: Vec::new(),
         }
     }
@@ -138,7 +154,7 @@ impl Host {
         self.current.clear();
         self.own.clear();
         self.checks.clear();
-        self.blocked = None;
+        self.core.reset_stream();
     }
 
     /// Whether nothing waits anywhere in the relay.
@@ -146,54 +162,69 @@ impl Host {
         self.guest_in.is_empty()
             && self.current.is_empty()
             && self.own.is_empty()
-            && self.blocked.is_none()
             && self.slots.iter().flatten().all(|a| a.inbuf.is_empty() && a.queue.is_empty())
     }
 
-    /// When the host next has something to do without new input.
+    /// When the host next has something to do without new input: its next
+    /// (slow) read of the guest, or the relay's check of paused clients.
     pub fn next_event_ns(&self) -> Option<u64> {
-        self.blocked.map(|(_, since)| since + SLOW_CLIENT_TIMEOUT.as_nanos() as u64)
+        let patience = self.waiting_since.map(|t| t + OLD_RELAY_PATIENCE_NS);
+        let next = super::world::earliest((self.next_read_ns > 0).then_some(self.next_read_ns), patience);
+        super::world::earliest(next, self.core.next_deadline())
     }
 
-    /// Attaches `client` to a free slot and queues its greeting.
-    pub fn attach(&mut self, client: &mut Client, shared: &mut Shared) {
+    /// Attaches peer `index` to a free slot and queues its greeting;
+    /// returns the slot and the connection's links, or `None` when every
+    /// slot is attached or draining (the peer tries again later).
+    pub fn attach(&mut self, index: usize, floods: bool, shared: &mut Shared) -> Option<(Slot, Link)> {
         let ready = self.ready.as_ref().expect("attach while serving");
-        let slot = self.core.attach(shared.now).expect("a free relay slot");
-        assert!(shared.attaches < RELAY_SLOTS as u64, "relay slots would be reused within a run");
-        shared.attaches += 1;
+        let lease = self.core.attach()?;
+        let slot = lease.slot;
         let mut queue = ByteQueue::default();
-        queue.push(&RelayCore::greeting(slot, &ready.frame));
-        self.slots[slot] = Some(Attached { client: client.index, inbuf: ByteQueue::default(), queue });
+        // The greeting is the relay's own, not counted in the client's queue.
+        queue.push(&RelayCore::greeting(lease, &ready.frame));
+        let uncounted = queue.len();
+        self.slots[slot] = Some(Attached { lease, client: index, inbuf: ByteQueue::default(), queue, uncounted });
         self.attached.push(slot);
         let shape = shared.params.client_link;
-        let index = client.index as u64;
-        let to_client = if client.floods() { Shape { capacity: FLOOD_LINK_CAPACITY, ..shape } } else { shape };
+        let tag = index as u64;
+        let to_client = if floods { Shape { capacity: FLOOD_LINK_CAPACITY, ..shape } } else { shape };
         let link = Link {
-            c2r: Channel::new(C2R_TAG + index, shape),
-            r2c: Channel::new(R2C_TAG + index, to_client),
+            c2r: Channel::new(C2R_TAG + tag, shape),
+            r2c: Channel::new(R2C_TAG + tag, to_client),
             hung_up: false,
         };
-        client.connected(slot, link);
         shared.trace.record(Mark::Fault, 200, slot as u64);
+        Some((slot, link))
     }
 
     /// Moves bytes and frames everywhere the relay can; whether any moved.
-    pub fn step(&mut self, clients: &mut [Client], h2g: &mut Channel, g2h: &mut Channel, shared: &mut Shared) -> bool {
-        let mut progress = self.read_guest(clients, g2h, shared);
-        progress |= self.read_clients(clients, shared);
-        progress |= self.write_guest(clients, h2g, shared);
-        progress | self.write_clients(clients, shared)
+    pub fn step(&mut self, peers: &mut Peers<'_>, h2g: &mut Channel, g2h: &mut Channel, shared: &mut Shared) -> bool {
+        let mut progress = false;
+        while let Some(stalled) = self.core.tick(shared.now) {
+            shared.faults.slow_client_kicks += 1;
+            self.detach(stalled.slot, Leave::TooSlow, peers, shared);
+            progress = true;
+        }
+        progress |= self.read_guest(peers, g2h, shared);
+        progress |= self.read_clients(peers, shared);
+        progress |= self.write_guest(peers, h2g, shared);
+        progress | self.write_clients(peers, shared)
     }
 
-    fn read_guest(&mut self, clients: &mut [Client], g2h: &mut Channel, shared: &mut Shared) -> bool {
+    fn read_guest(&mut self, peers: &mut Peers<'_>, g2h: &mut Channel, shared: &mut Shared) -> bool {
         let mut progress = false;
-        if self.blocked.is_none() && self.guest_in.len() < GUEST_IN_MAX {
+        let (budget, every) = (shared.params.host_read_bytes, shared.params.host_read_every_ns);
+        if self.guest_in.len() < GUEST_IN_MAX && shared.now >= self.next_read_ns {
             let arrived = g2h.readable(shared.now);
-            let n = arrived.len().min(GUEST_IN_MAX);
+            let n = arrived.len().min(GUEST_IN_MAX).min(budget);
             if n > 0 {
                 self.guest_in.push(&arrived[..n]);
                 g2h.consume(n, &mut shared.trace);
                 progress = true;
+                if every > 0 {
+                    self.next_read_ns = shared.now + every;
+                }
             }
         }
         if let Phase::Resync = self.phase {
@@ -211,7 +242,10 @@ impl Host {
             shared.trace.record(Mark::FromGuest, header_word(frame), consumed as u64);
             let taken = match self.phase {
                 Phase::Handshake(_) => self.handshake(frame, shared),
-                _ => self.route(frame, clients, shared),
+                _ => {
+                    let waits = shared.params.bug == Bug::RelayWaits && self.waits_for_a_client(frame, shared);
+                    !waits && self.route(frame, peers, shared)
+                }
             };
             if !taken {
                 break;
@@ -239,49 +273,64 @@ impl Host {
         true
     }
 
-    /// Queues a guest frame for its client; false while that client's
-    /// queue is full (the relay stops reading the guest meanwhile).
-    fn route(&mut self, frame: &[u8], clients: &mut [Client], shared: &mut Shared) -> bool {
+    /// With [`Bug::RelayWaits`]: whether the relay holds `frame` back
+    /// because its client's queue is full (it waits up to
+    /// [`OLD_RELAY_PATIENCE_NS`], then lets `RelayCore` cut the client off).
+    fn waits_for_a_client(&mut self, frame: &[u8], shared: &Shared) -> bool {
         let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let Some(slot) = self.core.route(id) else {
-            return true;
-        };
-        let attached = self.slots[slot].as_mut().expect("routed to an attached slot");
-        let full = attached.queue.len() + frame.len() > shared.params.relay_queue_bytes && !attached.queue.is_empty();
+        let full = wire::relay::slot_of(id).and_then(|slot| self.slots[slot].as_ref()).is_some_and(|a| {
+            self.core.is_current(a.lease)
+                && self.core.client_queued(a.lease) + frame.len() > self.core.options().client_queue_bytes
+        });
         if !full {
-            self.blocked = None;
-            if shared.params.bug == Bug::FlipGuestData && frame.len() > FLIP_MIN_FRAME && frame[8] == 0 {
-                let mut flipped = frame.to_vec();
-                flipped[frame.len() - 1] ^= 1;
-                attached.queue.push(&flipped);
-            } else {
-                attached.queue.push(frame);
-            }
+            self.waiting_since = None;
+            return false;
+        }
+        let since = *self.waiting_since.get_or_insert(shared.now);
+        if shared.now < since + OLD_RELAY_PATIENCE_NS {
             return true;
         }
-        match self.blocked {
-            Some((s, since)) if s == slot && shared.now - since >= SLOW_CLIENT_TIMEOUT.as_nanos() as u64 => {
-                self.blocked = None;
-                shared.faults.slow_client_kicks += 1;
-                self.detach(slot, Leave::TooSlow, clients, shared);
-                true
-            }
-            Some((s, _)) if s == slot => false,
-            _ => {
-                self.blocked = Some((slot, shared.now));
-                shared.faults.relay_stalls += 1;
-                false
-            }
-        }
+        self.waiting_since = None;
+        false
     }
 
-    fn read_clients(&mut self, clients: &mut [Client], shared: &mut Shared) -> bool {
+    /// Queues a guest frame for its client, as `RelayCore` decides; never
+    /// waits for a client.
+    fn route(&mut self, frame: &[u8], peers: &mut Peers<'_>, shared: &mut Shared) -> bool {
+        match self.core.route(frame) {
+            Route::Deliver { lease, evict } => {
+                if let Some((evicted, why)) = evict {
+                    count_eviction(why, shared);
+                    self.detach(evicted.slot, Leave::TooSlow, peers, shared);
+                }
+                let attached = self.slots[lease.slot].as_mut().expect("routed to an attached slot");
+                if shared.params.bug == Bug::FlipGuestData && frame.len() > FLIP_MIN_FRAME && frame[8] == 0 {
+                    let mut flipped = frame.to_vec();
+                    flipped[frame.len() - 1] ^= 1;
+                    attached.queue.push(&flipped);
+                } else {
+                    attached.queue.push(frame);
+                }
+            }
+            Route::Evict(lease, why) => {
+                count_eviction(why, shared);
+                self.detach(lease.slot, Leave::TooSlow, peers, shared);
+            }
+            Route::Drop | Route::Drained(_) => {}
+        }
+        if self.core.queued_bytes() > self.core.options().total_queue_bytes {
+            violation!("the relay holds {} bytes for its clients, over its bound", self.core.queued_bytes());
+        }
+        true
+    }
+
+    fn read_clients(&mut self, peers: &mut Peers<'_>, shared: &mut Shared) -> bool {
         let mut progress = false;
         for slot in self.attached.clone() {
             let attached = self.slots[slot].as_mut().expect("an attached slot");
-            let link = clients[attached.client].link.as_mut().expect("an attached client has links");
+            let link = peers.link(attached.client);
             if link.hung_up && !attached.queue.is_empty() {
-                self.detach(slot, Leave::HungUp, clients, shared);
+                self.detach(slot, Leave::HungUp, peers, shared);
                 progress = true;
                 continue;
             }
@@ -303,16 +352,16 @@ impl Host {
                 }
                 Ok(_) => continue,
             };
-            self.detach(slot, leave, clients, shared);
+            self.detach(slot, leave, peers, shared);
             progress = true;
         }
         progress
     }
 
-    fn write_guest(&mut self, clients: &mut [Client], h2g: &mut Channel, shared: &mut Shared) -> bool {
+    fn write_guest(&mut self, peers: &mut Peers<'_>, h2g: &mut Channel, shared: &mut Shared) -> bool {
         let mut progress = false;
         loop {
-            if self.current.is_empty() && !self.next_to_guest(clients, shared) {
+            if self.current.is_empty() && !self.next_to_guest(peers, shared) {
                 break;
             }
             let n = h2g.write(self.current.bytes(), shared.now, &mut shared.rng);
@@ -326,18 +375,25 @@ impl Host {
     }
 
     /// Puts the next frame for the guest into `current`; false if none.
-    fn next_to_guest(&mut self, clients: &mut [Client], shared: &mut Shared) -> bool {
+    fn next_to_guest(&mut self, peers: &mut Peers<'_>, shared: &mut Shared) -> bool {
         match self.phase {
             Phase::Resync => false,
             Phase::Serving if self.glitch_due => {
-                self.corrupt_stream(clients, shared);
+                self.corrupt_stream(peers, shared);
                 true
             }
-            _ => self.next_own(shared) || (self.serving() && self.next_from_client(clients, shared)),
+            _ => self.next_own(shared) || (self.serving() && self.next_from_client(peers, shared)),
         }
     }
 
     fn next_own(&mut self, shared: &mut Shared) -> bool {
+        // The relay's flow changes, in order with its notices.
+        while let Some(flow) = self.core.poll_guest() {
+            if matches!(wire::Message::decode_bytes(&flow).map(|m| m.body), Ok(wire::Body::RelayFlow(f)) if f.paused) {
+                shared.faults.relay_pauses += 1;
+            }
+            self.own.push_back(Own::Frame(flow));
+        }
         let Some(own) = self.own.pop_front() else { return false };
         let frame = match own {
             Own::Frame(frame) => frame,
@@ -351,40 +407,58 @@ impl Host {
     }
 
     /// Forwards one whole frame of a client picked at random (the order of
-    /// the relay's client threads), if any has one.
-    fn next_from_client(&mut self, clients: &mut [Client], shared: &mut Shared) -> bool {
-        let ready: Vec<Slot> = self
-            .attached
-            .iter()
-            .copied()
-            .filter(|&s| {
-                let inbuf = &self.slots[s].as_ref().expect("attached").inbuf;
-                matches!(parse_frame(inbuf.bytes()), Ok(FrameStatus::Complete { .. }))
-            })
-            .collect();
-        if ready.is_empty() {
-            return false;
+    /// the relay's client threads), if any has one; frames the relay
+    /// refuses are answered (or cost their client its connection) on the way.
+    fn next_from_client(&mut self, peers: &mut Peers<'_>, shared: &mut Shared) -> bool {
+        loop {
+            let ready: Vec<Slot> = self
+                .attached
+                .iter()
+                .copied()
+                .filter(|&s| {
+                    let inbuf = &self.slots[s].as_ref().expect("attached").inbuf;
+                    matches!(parse_frame(inbuf.bytes()), Ok(FrameStatus::Complete { .. }))
+                })
+                .collect();
+            if ready.is_empty() {
+                return false;
+            }
+            let slot = *shared.rng.pick(&ready);
+            let mut inbuf = std::mem::take(&mut self.slots[slot].as_mut().expect("attached").inbuf);
+            let (id, flags, consumed) = match parse_frame(inbuf.bytes()) {
+                Ok(FrameStatus::Complete { frame, consumed }) => (frame.id, frame.flags, consumed),
+                _ => unreachable!("a slot picked for its complete frame"),
+            };
+            let lease = self.slots[slot].as_ref().expect("attached").lease;
+            let admit = self.core.admit(lease, id, flags);
+            if admit == Admit::Forward {
+                self.send(&inbuf.bytes()[..consumed], shared);
+            }
+            inbuf.consume(consumed);
+            let attached = self.slots[slot].as_mut().expect("attached");
+            attached.inbuf = inbuf;
+            let client = attached.client;
+            match admit {
+                Admit::Forward => {
+                    peers.forwarded(client, id, self.sent - 1, shared);
+                    if frame_is_shutdown(id, flags) {
+                        shared.faults.shutdowns += 1;
+                    }
+                    return true;
+                }
+                Admit::Refuse(answer) => {
+                    if let Some(answer) = answer {
+                        attached.queue.push(&answer);
+                    }
+                    peers.refused(client, id, flags, shared);
+                }
+                Admit::Evict(why) => {
+                    peers.refused(client, id, flags, shared);
+                    count_eviction(why, shared);
+                    self.detach(slot, Leave::TooSlow, peers, shared);
+                }
+            }
         }
-        let slot = *shared.rng.pick(&ready);
-        let mut inbuf = std::mem::take(&mut self.slots[slot].as_mut().expect("attached").inbuf);
-        let (id, flags, consumed) = match parse_frame(inbuf.bytes()) {
-            Ok(FrameStatus::Complete { frame, consumed }) => (frame.id, frame.flags, consumed),
-            _ => unreachable!("a slot picked for its complete frame"),
-        };
-        if !self.core.admit(slot, id, flags) {
-            violation!("the relay refused client frame #{id} {flags:?} of slot {slot}");
-        }
-        let seq = self.sent;
-        self.send(&inbuf.bytes()[..consumed], shared);
-        inbuf.consume(consumed);
-        let attached = self.slots[slot].as_mut().expect("attached");
-        attached.inbuf = inbuf;
-        let client = attached.client;
-        clients[client].forwarded(id, seq, shared);
-        if frame_is_shutdown(id, flags) {
-            shared.faults.shutdowns += 1;
-        }
-        true
     }
 
     /// Starts writing a whole frame to the guest.
@@ -396,53 +470,109 @@ impl Host {
 
     /// Writes a length prefix no frame may have and drops every client:
     /// the stream is lost until the agent starts over.
-    fn corrupt_stream(&mut self, clients: &mut [Client], shared: &mut Shared) {
+    fn corrupt_stream(&mut self, peers: &mut Peers<'_>, shared: &mut Shared) {
         self.glitch_due = false;
         self.current.push(&corrupt::bad_length_prefix(&mut shared.rng));
         self.phase = Phase::Resync;
         self.own.clear();
         self.checks.clear();
-        self.blocked = None;
         for slot in self.attached.clone() {
-            self.detach(slot, Leave::Glitch, clients, shared);
+            self.detach(slot, Leave::Glitch, peers, shared);
         }
         shared.faults.stream_glitches += 1;
     }
 
     /// Frees a slot, tells the guest (unless the stream is lost) and the client.
-    fn detach(&mut self, slot: Slot, why: Leave, clients: &mut [Client], shared: &mut Shared) {
+    fn detach(&mut self, slot: Slot, why: Leave, peers: &mut Peers<'_>, shared: &mut Shared) {
         let attached = self.slots[slot].take().expect("detach an attached slot");
         self.attached.retain(|&s| s != slot);
-        if self.blocked.is_some_and(|(s, _)| s == slot) {
-            self.blocked = None;
-        }
-        let notice = self.core.detach(slot, shared.now);
-        let (base, step) = (slot as u32 * host_sync::relay::SLOT_STEP, host_sync::relay::SLOT_STEP);
-        let (start, end) = (base, base.saturating_add(step));
+        let bye = self.core.detach(attached.lease);
+        // The notice, then the barrier ping.
+        let notice_len = match parse_frame(&bye) {
+            Ok(FrameStatus::Complete { consumed, .. }) => consumed,
+            other => unreachable!("the relay's own notice is a whole frame: {other:?}"),
+        };
+        let (notice, barrier) = bye.split_at(notice_len);
+        let (start, end) = (slot as u32 * host_sync::relay::SLOT_STEP, (slot as u32 + 1) * host_sync::relay::SLOT_STEP);
         match (why, shared.params.bug) {
             (Leave::Glitch, _) => {}
             (_, Bug::DropDisconnectNotice) => self.checks.push(RangeCheck { start, end, after: self.sent }),
-            _ => self.own.push_back(Own::Notice { frame: notice, start, end }),
+            _ => {
+                self.own.push_back(Own::Notice { frame: notice.to_vec(), start, end });
+                self.own.push_back(Own::Frame(barrier.to_vec()));
+            }
         }
-        clients[attached.client].left(why, shared);
+        peers.left(attached.client, why, shared);
     }
 
-    fn write_clients(&mut self, clients: &mut [Client], shared: &mut Shared) -> bool {
+    fn write_clients(&mut self, peers: &mut Peers<'_>, shared: &mut Shared) -> bool {
         let mut progress = false;
         for &slot in &self.attached {
             let attached = self.slots[slot].as_mut().expect("an attached slot");
             if attached.queue.is_empty() {
                 continue;
             }
-            let link = clients[attached.client].link.as_mut().expect("an attached client has links");
+            let link = peers.link(attached.client);
             if link.hung_up {
                 continue;
             }
             let n = link.r2c.write(attached.queue.bytes(), shared.now, &mut shared.rng);
             attached.queue.consume(n);
+            let own = n.min(attached.uncounted);
+            attached.uncounted -= own;
+            self.core.delivered(attached.lease, n - own);
             progress |= n > 0;
         }
         progress
+    }
+}
+
+/// Every relay client of a run: the honest ones, then the hostile ones
+/// (a peer's index counts across both).
+pub struct Peers<'a> {
+    /// The honest clients.
+    pub honest: &'a mut [Client],
+    /// The hostile clients.
+    pub hostile: &'a mut [Hostile],
+}
+
+impl Peers<'_> {
+    /// The links of attached peer `i`.
+    fn link(&mut self, i: usize) -> &mut Link {
+        let link = match i.checked_sub(self.honest.len()) {
+            None => self.honest[i].link.as_mut(),
+            Some(h) => self.hostile[h].link.as_mut(),
+        };
+        link.expect("an attached client has links")
+    }
+
+    fn forwarded(&mut self, i: usize, id: u32, seq: u64, shared: &mut Shared) {
+        match i.checked_sub(self.honest.len()) {
+            None => self.honest[i].forwarded(id, seq, shared),
+            Some(h) => self.hostile[h].forwarded(id, shared),
+        }
+    }
+
+    /// The relay refused a frame of peer `i`: a violation for an honest one.
+    fn refused(&mut self, i: usize, id: u32, flags: Flags, shared: &mut Shared) {
+        match i.checked_sub(self.honest.len()) {
+            None => violation!("the relay refused client frame #{id} {flags:?} of honest client {i}"),
+            Some(h) => self.hostile[h].refused(id, shared),
+        }
+    }
+
+    fn left(&mut self, i: usize, why: Leave, shared: &mut Shared) {
+        match i.checked_sub(self.honest.len()) {
+            None => self.honest[i].left(why, shared),
+            Some(h) => self.hostile[h].left(why, shared),
+        }
+    }
+}
+
+fn count_eviction(why: Eviction, shared: &mut Shared) {
+    match why {
+        Eviction::ClientQueueFull | Eviction::Stalled => shared.faults.slow_client_kicks += 1,
+        Eviction::RelayQueueFull => shared.faults.relay_full_kicks += 1,
     }
 }
 

@@ -12,7 +12,8 @@
 //! ```text
 //! client 0 ─┐
 //! client 1 ─┼─ links ─ relay: RelayCore ──── link ─── driver loop ─ Agent ─ Ramfs
-//! client k ─┘          handshake: proto::Handshake    (as agent-core's driver)
+//! client k ─┤          handshake: proto::Handshake    (as agent-core's driver)
+//! hostile  ─┘
 //! ```
 //!
 //! # The model and concurrency
@@ -38,8 +39,24 @@
 //! over after a quiet period, and redo the handshake); tight ramfs arenas
 //! (writes must fail "no space left" and lose nothing); slow clients and
 //! small queues (backpressure up to the agent's receive buffer; a client
-//! that stalls the relay too long is dropped); `core.shutdown` in the
+//! that falls a relay queue behind is cut off); `core.shutdown` in the
 //! middle of traffic.
+//!
+//! # Hostile clients, drawn per run (most runs have none)
+//!
+//! Other local processes on the relay socket (`hostile`), checked only for
+//! what they are owed: a *staller* opens reads of a 6 MiB file (more than
+//! the run's relay client queue) and never reads its socket, is cut off,
+//! and comes back; a *churner* leaves at the first data frame of a read of
+//! it and comes back, so slots are reused while the old occupant's frames
+//! are in flight (also while a staller holds the relay); a *forger* sends
+//! `core.relay.client.disconnected` for every id, `core.clock.sync` to 0
+//! and `core.init.ack` on its own ids (owed `core.error` `invalid_session`
+//! from the agent) and frames on id 0 without the lone `SHUTDOWN` flag
+//! (owed the relay's own refusal); a *session hog* opens up to
+//! `HOG_EXCESS_MAX` writes past `MAX_SESSIONS_PER_CLIENT` and never ends
+//! them (owed "too many sessions for one client" past its share; the
+//! agent's idle write bound may end the others).
 //!
 //! # Invariants (a violation panics: "invariant violated: ...")
 //!
@@ -47,8 +64,20 @@
 //!   after it are "unknown write session" answers to chunks of a write that
 //!   already failed. Unanswered requests at the end must be excused (their
 //!   client left, the shutdown came first, or they claimed generation < 5).
-//! - No frame exceeds `MAX_FRAME`; a client only ever receives ids of its
-//!   own range; the relay never has to refuse an honest client's frame.
+//! - No frame exceeds `MAX_FRAME`; the relay never has to refuse an honest
+//!   client's frame.
+//! - (a) No client, honest or hostile, ever receives a frame for an id it
+//!   did not open on its own connection (`proto::Ids::issued`), however
+//!   slots are reused.
+//! - (b) A fast honest client's metadata call (anything but a read or a
+//!   write) ends within `Params::response_bound_ns` of the relay forwarding
+//!   it, and every answer owed to a hostile client comes within the same
+//!   bound, whatever other clients do: a fixed part plus the time a few
+//!   read chunks take to cross the guest links and the client's own relay
+//!   queue its link, all from the run's parameters (an earlier relay
+//!   stalled everyone for 10 s per stalled client).
+//! - (c) The relay's queued bytes never exceed
+//!   `RelayOptions::total_queue_bytes`.
 //! - Every answer is what the model predicts: exact error messages, `Stat`
 //!   and `List` metadata, read data byte for byte; "no space left" only
 //!   when the space bound allows it.
@@ -72,6 +101,7 @@ mod content;
 mod corrupt;
 mod guest;
 mod host;
+mod hostile;
 mod model;
 mod params;
 mod space;
@@ -93,8 +123,9 @@ macro_rules! violation {
 }
 pub(crate) use violation;
 
-/// A defect planted in the simulator's host side, to show that the checks
-/// catch what it breaks (the product code has no such switch).
+/// A defect planted in the simulator's host side, the shipped relay core
+/// or the agent, to show that the checks catch what it breaks (the product
+/// keeps each switch off: `RelayOptions::planted`, `Config::planted`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Bug {
     /// None: the real behaviour.
@@ -106,6 +137,37 @@ pub enum Bug {
     /// The relay flips the last byte of every data chunk longer than 1 KiB
     /// it passes to a client (a corrupting link).
     FlipGuestData,
+    /// The relay hands a slot to a new client as soon as the old one
+    /// leaves, without waiting for the guest's barrier.
+    ReuseBeforeDrain,
+    /// The relay never cuts a client off: its queues grow without bound.
+    NoEviction,
+    /// The agent honours host-only messages on any id, so a relay client
+    /// can forge them.
+    HostMessagesAnyId,
+    /// The agent does not enforce a relay client's share of sessions.
+    NoSessionQuota,
+    /// The relay stops reading the guest while a client's queue is full,
+    /// for up to 10 s (`OLD_RELAY_PATIENCE_NS`), as an earlier relay did.
+    RelayWaits,
+}
+
+impl Bug {
+    /// Every planted defect with its option value.
+    pub const ALL: [(Bug, &'static str); 7] = [
+        (Bug::DropDisconnectNotice, "drop-disconnect-notice"),
+        (Bug::FlipGuestData, "flip-guest-data"),
+        (Bug::ReuseBeforeDrain, "reuse-before-drain"),
+        (Bug::NoEviction, "no-eviction"),
+        (Bug::HostMessagesAnyId, "host-messages-any-id"),
+        (Bug::NoSessionQuota, "no-session-quota"),
+        (Bug::RelayWaits, "relay-waits"),
+    ];
+
+    /// The option value naming this defect.
+    pub fn name(self) -> &'static str {
+        Bug::ALL.iter().find(|(b, _)| *b == self).map_or("none", |(_, n)| n)
+    }
 }
 
 /// Narrows what the seed decides (tests use it to aim at one feature).
@@ -136,10 +198,8 @@ impl Options {
     pub fn to_arg(&self) -> String {
         let switch = |on: bool| if on { "on" } else { "off" };
         let mut pairs = Vec::new();
-        match self.bug {
-            Bug::None => {}
-            Bug::DropDisconnectNotice => pairs.push("bug=drop-disconnect-notice".to_string()),
-            Bug::FlipGuestData => pairs.push("bug=flip-guest-data".to_string()),
+        if self.bug != Bug::None {
+            pairs.push(format!("bug={}", self.bug.name()));
         }
         if let Some(ops) = self.ops {
             pairs.push(format!("ops={ops}"));
@@ -167,9 +227,14 @@ impl Options {
             };
             let flag = || switch.ok_or_else(|| format!("{key} takes on or off, not {value}"));
             match key {
-                "bug" if value == "drop-disconnect-notice" => options.bug = Bug::DropDisconnectNotice,
-                "bug" if value == "flip-guest-data" => options.bug = Bug::FlipGuestData,
                 "bug" if value == "none" => options.bug = Bug::None,
+                "bug" => {
+                    options.bug = Bug::ALL
+                        .iter()
+                        .find(|(_, name)| *name == value)
+                        .map(|(bug, _)| *bug)
+                        .ok_or_else(|| format!("unknown planted bug {value}"))?
+                }
                 "ops" => options.ops = Some(value.parse().map_err(|_| format!("ops takes a number, not {value}"))?),
                 "faults" => options.faults = Some(flag()?),
                 "shutdown" => options.shutdown = Some(flag()?),

@@ -37,18 +37,21 @@ pub struct Info {
     pub path: String,
     /// `"file"` or `"dir"`.
     pub kind: &'static str,
-    /// Size in bytes (0 for a directory).
+    /// Size in bytes (for a directory, tmpfs's: 40 and 20 per entry).
     pub size: u64,
     /// The full `st_mode`.
     pub mode: u32,
 }
 
 impl Info {
-    /// The metadata of `node` at `path` (`None`: the root).
-    fn of(path: &str, node: Option<&Node>) -> Info {
+    /// The metadata of `node` at `path` (`None`: the root), a directory
+    /// with `entries` entries.
+    fn of(path: &str, node: Option<&Node>, entries: usize) -> Info {
+        use agent_core::ramfs::{DIR_BASE_SIZE, DIR_ENTRY_SIZE};
+        let dir_size = DIR_BASE_SIZE + DIR_ENTRY_SIZE * entries as u64;
         let (kind, size, mode) = match node {
-            None => ("dir", 0, mode::DIR | mode::DEFAULT_DIR),
-            Some(Node::Dir { perm }) => ("dir", 0, mode::DIR | perm),
+            None => ("dir", dir_size, mode::DIR | mode::DEFAULT_DIR),
+            Some(Node::Dir { perm }) => ("dir", dir_size, mode::DIR | perm),
             Some(Node::File { perm, content }) => ("file", content.len, mode::FILE | perm),
         };
         Info { path: path.to_string(), kind, size, mode }
@@ -128,13 +131,13 @@ impl Op {
     /// The request as it goes on the wire.
     pub fn as_wire(&self) -> FsOp<'_> {
         match self {
-            Op::Stat(path) => FsOp::Stat { path },
+            Op::Stat(path) => FsOp::Stat { path, follow_symlink: None },
             Op::List(path) => FsOp::List { path },
             Op::Read(path) => FsOp::Read { path },
             Op::Write { path, mode, .. } => FsOp::Write { path, mode: *mode },
             Op::Mkdir(path) => FsOp::Mkdir { path },
             Op::Remove(path) => FsOp::Remove { path },
-            Op::RemoveDir(path) => FsOp::RemoveDir { path },
+            Op::RemoveDir(path) => FsOp::RemoveDir { path, recursive: None },
             Op::Copy { src, dst } => FsOp::Copy { src, dst },
             Op::Rename { src, dst } => FsOp::Rename { src, dst },
         }
@@ -239,7 +242,7 @@ impl Model {
 
     /// Metadata of `path`.
     pub fn stat(&self, path: &str) -> Result<Info, FsError> {
-        self.resolve(path).map(|node| Info::of(path, node))
+        self.resolve(path).map(|node| Info::of(path, node, self.children(path).count()))
     }
 
     /// What a write of `path` fails with before any data (the agent's
@@ -284,7 +287,7 @@ impl Model {
         if let Some(Node::File { .. }) = self.resolve(path)? {
             return Err(FsError::NotADirectory);
         }
-        Ok(self.children(path).map(|(p, node)| Info::of(p, Some(node))).collect())
+        Ok(self.children(path).map(|(p, node)| Info::of(p, Some(node), self.children(p).count())).collect())
     }
 
     fn read(&self, path: &str) -> Result<Content, FsError> {
@@ -329,12 +332,32 @@ impl Model {
         }
     }
 
+    /// `op` on a copy of the model, kept only if it succeeds: a failed
+    /// copy or rename leaves no parents behind.
+    fn or_nothing(&mut self, op: impl FnOnce(&mut Model) -> Result<(), FsError>) -> Result<(), FsError> {
+        let mut next = self.clone();
+        op(&mut next)?;
+        *self = next;
+        Ok(())
+    }
+
     fn copy(&mut self, src: &str, dst: &str) -> Result<(), FsError> {
-        self.make_parents(dst)?;
+        // The source is checked before any parent is made.
+        // As `std::fs::copy`: a source that is not a regular file is
+        // refused with its own error.
         let (perm, content) = match self.resolve(src)? {
             Some(Node::File { perm, content }) if dst != "/" => (*perm, *content),
-            _ => return Err(FsError::IsADirectory),
+            Some(Node::File { .. }) => return Err(FsError::IsADirectory),
+            _ => return Err(FsError::NotRegularFile),
         };
+        // As Linux: the destination is truncated before the copy, so a
+        // file copied onto itself ends empty.
+        let content = if src == dst { Content::EMPTY } else { content };
+        self.or_nothing(|m| m.copy_to(perm, content, dst))
+    }
+
+    fn copy_to(&mut self, perm: u32, content: Content, dst: &str) -> Result<(), FsError> {
+        self.make_parents(dst)?;
         self.resolve_parent(dst)?;
         if let Some(Node::Dir { .. }) = self.nodes.get(dst) {
             return Err(FsError::IsADirectory);
@@ -344,6 +367,12 @@ impl Model {
     }
 
     fn rename(&mut self, src: &str, dst: &str) -> Result<(), FsError> {
+        // The source is checked before any parent is made.
+        self.resolve(src)?;
+        self.or_nothing(|m| m.rename_made(src, dst))
+    }
+
+    fn rename_made(&mut self, src: &str, dst: &str) -> Result<(), FsError> {
         self.make_parents(dst)?;
         let from_dir = match self.resolve(src)? {
             None => return Err(FsError::Busy),
@@ -441,7 +470,7 @@ impl Model {
 
 /// The failure answer for `op`.
 fn failed(op: &Op, e: FsError) -> Expect {
-    Expect::Failed(format!("{}: {}", op.name(), e.as_str()))
+    Expect::Failed(format!("{}: {e}", op.name()))
 }
 
 #[cfg(test)]
@@ -460,15 +489,16 @@ mod tests {
         let w = Op::Write { path: "/c/x/y".into(), mode: Some(0o100600), content: file(5) };
         assert_eq!(m.apply(&w), Expect::Done, "parents made");
         assert_eq!(m.stat("/c/x/y").unwrap().mode, 0o100600);
-        assert_eq!(m.apply(&Op::Mkdir("/c/x/y".into())), Expect::Failed("mkdir: already exists".into()));
-        assert_eq!(m.apply(&Op::Stat("/c/x/y/z".into())), Expect::Failed("stat: not a directory".into()));
+        assert_eq!(m.apply(&Op::Mkdir("/c/x/y".into())), Expect::Failed("mkdir: File exists (os error 17)".into()));
+        assert_eq!(m.apply(&Op::Stat("/c/x/y/z".into())), Expect::Failed("stat: Not a directory (os error 20)".into()));
         let cp = Op::Copy { src: "/c/nope".into(), dst: "/c/n/e/w".into() };
-        assert_eq!(m.apply(&cp), Expect::Failed("copy: not found".into()));
-        assert!(m.node("/c/n/e").is_some(), "copy makes the destination's parents first");
+        assert_eq!(m.apply(&cp), Expect::Failed("copy: No such file or directory (os error 2)".into()));
+        assert!(m.node("/c/n").is_none(), "a copy whose source is missing makes no parent");
+        assert_eq!(m.apply(&Op::Mkdir("/c/n/e".into())), Expect::Done);
         let mv = Op::Rename { src: "/c/a".into(), dst: "/c/a/b/c".into() };
-        assert_eq!(m.apply(&mv), Expect::Failed("rename: invalid argument".into()));
+        assert_eq!(m.apply(&mv), Expect::Failed("rename: Invalid argument (os error 22)".into()));
         let mv = Op::Rename { src: "/c/x".into(), dst: "/c/n".into() };
-        assert_eq!(m.apply(&mv), Expect::Failed("rename: directory not empty".into()));
+        assert_eq!(m.apply(&mv), Expect::Failed("rename: Directory not empty (os error 39)".into()));
         let mv = Op::Rename { src: "/c/x".into(), dst: "/c/n/e".into() };
         assert_eq!(m.apply(&mv), Expect::Done, "onto an empty directory");
         assert_eq!(m.read("/c/n/e/y"), Ok(file(5)));

@@ -3,9 +3,11 @@
 //! and which faults are injected how often.
 
 use agent_core::{MAX_SESSIONS, MIN_OUTBOX};
-use wire::FS_CHUNK_SIZE;
+use wire::{DATA_FRAME_HEAD_MAX, FS_CHUNK_SIZE};
 
 use super::channel::Shape;
+use super::content::Content;
+use super::hostile::Kind;
 use super::workload::{Mix, Sizes};
 use super::{Bug, Options};
 use crate::rng::Rng;
@@ -49,12 +51,19 @@ const TIGHT_ENTRIES_MAX: u64 = 200;
 /// of simulation steps low.
 const SLOW_READS: [(usize, u64); 3] = [(4096, 50_000_000), (16_384, 20_000_000), (65_536, 10_000_000)];
 
-/// The relay's smallest queue per client in a run.
-const RELAY_QUEUE_MIN: usize = 16 << 10;
+/// The relay's smallest queue per client in a run: one whole frame (the
+/// relay's own lower bound).
+const RELAY_QUEUE_MIN: usize = wire::MAX_FRAME_BYTES;
 
-/// The relay's queue per client: small ones reach the full-queue path
+/// The relay's queue per client: the smallest ones cut slow readers off
 /// within a short run, the product's own bound is one of them.
-const RELAY_QUEUES: [usize; 3] = [RELAY_QUEUE_MIN, 256 << 10, host_sync::relay::CLIENT_QUEUE_BYTES];
+const RELAY_QUEUES: [usize; 3] = [RELAY_QUEUE_MIN, 2 * RELAY_QUEUE_MIN, host_sync::relay::CLIENT_QUEUE_BYTES];
+
+/// How a busy host reads the guest in flood runs: 4 KiB per ms.
+const SLOW_HOST_READ: (usize, u64) = (4096, 1_000_000);
+
+/// The relay's total bound is this many client queues at most.
+const RELAY_TOTAL_CLIENTS_MAX: u64 = 4;
 
 /// Capacities of the host <-> guest link (a virtqueue's worth to a socket's).
 const GUEST_LINKS: [usize; 3] = [4096, 65_536, 1 << 20];
@@ -70,6 +79,32 @@ const OPS_MAX: u64 = 2_000;
 /// Operations of a run with a flood at most (its big writes and slow
 /// reader make every operation costly).
 const FLOOD_OPS_MAX: u64 = 600;
+
+/// Chance that a run with faults has hostile clients.
+const HOSTILE_CHANCE: f64 = 0.4;
+
+/// Chance of each kind of hostile client in a run that has them.
+const HOSTILE_KIND_CHANCE: f64 = 0.5;
+
+/// Bytes of the file hostile clients read: several MiB, and more than a
+/// relay client queue's worth over a few reads.
+pub const HOSTILE_FILE_BYTES: u64 = 6 << 20;
+
+/// The fixed part of the bound on an honest request's round trip
+/// (invariant (b)), on top of the time its own bytes and those allowed
+/// ahead of it take to cross the run's links (see [`Params::draw`]).
+pub const RESPONSE_BOUND_NS: u64 = 50_000_000;
+
+/// Read chunks that may be ahead of an answer on the guest link, and of a
+/// request on the host link: the agent sends one chunk between two control
+/// frames, and one more may be in the link already.
+const CHUNKS_AHEAD: u64 = 2;
+
+/// The worst time for `bytes` to cross a link of `shape`: a capacity's
+/// worth at a time, each at the longest delay rounded up to the tick.
+fn crossing_ns(bytes: u64, shape: Shape) -> u64 {
+    bytes.div_ceil(shape.capacity as u64) * (shape.delay_max_ns + shape.tick_ns)
+}
 
 /// How one client behaves for a whole run.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +156,15 @@ pub struct Params {
     /// The relay's queue per client (smaller than the product's so that
     /// its full-queue path is reached within a short run).
     pub relay_queue_bytes: usize,
+    /// The relay's queue for all clients together: a few clients' worth, so
+    /// that the total bound is reached too.
+    pub relay_total_bytes: usize,
+    /// The relay reads at most this many guest bytes ...
+    pub host_read_bytes: usize,
+    /// ... every this many ns (0: whatever arrived, at once). A busy host
+    /// (the relay's thread descheduled): with a flood, the agent's answers
+    /// back up into its outbox and its receive buffer.
+    pub host_read_every_ns: u64,
     /// Operation weights.
     pub mix: Mix,
     /// File sizes besides small ones: files of several MiB (the chunk
@@ -139,6 +183,19 @@ pub struct Params {
     pub shutdown_at: Option<u64>,
     /// The planted defect, if any.
     pub bug: Bug,
+    /// Hostile clients (after the honest ones), often none.
+    pub hostiles: Vec<Kind>,
+    /// The file stallers and churners read, if the run has any.
+    pub hostile_file: Option<Content>,
+    /// How long an honest request or an answer owed to a hostile client
+    /// may take, from the relay's forwarding it (invariant (b)):
+    /// [`RESPONSE_BOUND_NS`], plus the time [`CHUNKS_AHEAD`] read chunks
+    /// take to cross each guest link, plus the time the client's own relay
+    /// queue takes to cross its link, plus, when the host reads the guest
+    /// slowly, the time to read the relay's whole queue bound and the
+    /// agent's outbox at that rate. Nothing in it depends on what other
+    /// clients do (an earlier relay waited 10 s for each stalled one).
+    pub response_bound_ns: u64,
 }
 
 impl Params {
@@ -158,7 +215,8 @@ impl Params {
         let shutdown = options.shutdown.unwrap_or_else(|| faults && rng.chance(0.15));
         let odd_chunk = rng.range(1, 9_000) as usize;
         let guest_link = link(rng, &GUEST_LINKS, 200_000);
-        Params {
+        let relay_queue_bytes = if flood { RELAY_QUEUE_MIN } else { *rng.pick(&RELAY_QUEUES) };
+        let mut params = Params {
             ops,
             arena_bytes,
             entries: tight.then(|| rng.range(TIGHT_ENTRIES_MIN, TIGHT_ENTRIES_MAX) as usize),
@@ -169,7 +227,10 @@ impl Params {
             to_guest: guest_link,
             to_host: if flood { Shape { capacity: GUEST_LINKS[0], ..guest_link } } else { guest_link },
             client_link: link(rng, &[2048, 16_384, 212_992, 1 << 20], 50_000),
-            relay_queue_bytes: if flood { RELAY_QUEUE_MIN } else { *rng.pick(&RELAY_QUEUES) },
+            relay_queue_bytes,
+            relay_total_bytes: relay_queue_bytes * rng.range(1, RELAY_TOTAL_CLIENTS_MAX) as usize,
+            host_read_bytes: if flood { SLOW_HOST_READ.0 } else { usize::MAX },
+            host_read_every_ns: if flood { SLOW_HOST_READ.1 } else { 0 },
             mix: Mix::draw(rng, faults),
             sizes: Sizes {
                 big: if big_files { 0.01 } else { 0.0 },
@@ -181,6 +242,60 @@ impl Params {
             glitch_at: if faults && rng.chance(0.25) { glitches(rng, ops) } else { Vec::new() },
             shutdown_at: shutdown.then(|| rng.range(ops / 4, ops)),
             bug: options.bug,
+            hostiles: Vec::new(),
+            hostile_file: None,
+            response_bound_ns: RESPONSE_BOUND_NS,
+        };
+        let chunks = CHUNKS_AHEAD * (params.read_chunk_size + DATA_FRAME_HEAD_MAX) as u64;
+        params.response_bound_ns += crossing_ns(chunks, params.to_host) + crossing_ns(chunks, params.to_guest);
+        params.response_bound_ns += crossing_ns(params.relay_queue_bytes as u64, params.client_link);
+        if params.host_read_every_ns > 0 {
+            let bytes = (params.relay_total_bytes + params.outbox_bytes) as u64;
+            params.response_bound_ns += bytes.div_ceil(params.host_read_bytes as u64) * params.host_read_every_ns;
+        }
+        // Hostile clients need room for their file and the hog's staged
+        // writes: not with a tight arena, nor with a flood.
+        if faults && !tight && !flood && rng.chance(HOSTILE_CHANCE) {
+            let all = [Kind::Staller, Kind::Churner, Kind::Forger, Kind::Hog];
+            params.hostiles = all.into_iter().filter(|_| rng.chance(HOSTILE_KIND_CHANCE)).collect();
+            if params.hostiles.is_empty() {
+                params.hostiles.push(*rng.pick(&all));
+            }
+            if params.hostiles.iter().any(|k| matches!(k, Kind::Staller | Kind::Churner)) {
+                params.hostile_file = Some(Content::new(rng.range(1, u64::MAX), HOSTILE_FILE_BYTES));
+            }
+        }
+        params
+    }
+}
+
+impl Params {
+    /// The relay's settings for this run (with the planted defect, if it is the relay's).
+    pub fn relay_options(&self) -> host_sync::relay::RelayOptions {
+        use host_sync::relay::{PlantedBug, RelayOptions};
+        let planted = match self.bug {
+            Bug::ReuseBeforeDrain => PlantedBug::ReuseBeforeDrain,
+            Bug::NoEviction => PlantedBug::NoEviction,
+            // The relay that waited for slow clients had no flow control.
+            Bug::RelayWaits => PlantedBug::NoFlowControl,
+            _ => PlantedBug::None,
+        };
+        RelayOptions {
+            client_queue_bytes: self.relay_queue_bytes,
+            total_queue_bytes: self.relay_total_bytes,
+            planted,
+            ..RelayOptions::default()
+        }
+    }
+}
+
+impl Params {
+    /// The agent's planted defect for this run, if it is the agent's.
+    pub fn agent_planted(&self) -> agent_core::PlantedBug {
+        match self.bug {
+            Bug::HostMessagesAnyId => agent_core::PlantedBug::HostMessagesAnyId,
+            Bug::NoSessionQuota => agent_core::PlantedBug::NoSessionQuota,
+            _ => agent_core::PlantedBug::None,
         }
     }
 }

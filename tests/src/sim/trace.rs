@@ -69,7 +69,7 @@ pub struct Faults {
     pub truncated_frames: u64,
     /// Clients that sent a corrupt length prefix (the relay dropped them).
     pub bad_client_prefixes: u64,
-    /// Clients the relay dropped for leaving their queue full too long.
+    /// Clients the relay cut off for falling a client queue behind.
     pub slow_client_kicks: u64,
     /// Requests sent with flipped bytes in their CBOR body.
     pub corrupt_bodies: u64,
@@ -81,8 +81,18 @@ pub struct Faults {
     pub no_space: u64,
     /// Times the agent's receive buffer was full while input waited.
     pub rx_full: u64,
-    /// Times the relay stopped reading the guest for a full client queue.
-    pub relay_stalls: u64,
+    /// Clients the relay cut off when all queues together reached its bound.
+    pub relay_full_kicks: u64,
+    /// Times the relay paused a client's read data in the guest.
+    pub relay_pauses: u64,
+    /// Hostile clients that stopped reading and were cut off by the relay.
+    pub stallers_cut_off: u64,
+    /// Hostile clients that left mid-read (their slot reused later).
+    pub churns: u64,
+    /// Forged host-only frames answered `core.error` (by the agent or the relay).
+    pub forged_frames_refused: u64,
+    /// A hog's writes refused past its share of sessions.
+    pub hog_refusals: u64,
 }
 
 impl Faults {
@@ -94,7 +104,7 @@ impl Faults {
     }
 
     /// Every counter with its name.
-    pub fn counters(&self) -> [(&'static str, u64); 10] {
+    pub fn counters(&self) -> [(&'static str, u64); 15] {
         [
             ("client disconnects", self.disconnects),
             ("truncated client frames", self.truncated_frames),
@@ -105,11 +115,16 @@ impl Faults {
             ("shutdowns mid-traffic", self.shutdowns),
             ("writes refused: no space", self.no_space),
             ("agent receive buffer full", self.rx_full),
-            ("relay stalls on a full client queue", self.relay_stalls),
+            ("clients cut off at the relay's total bound", self.relay_full_kicks),
+            ("slow readers paused in the guest", self.relay_pauses),
+            ("hostile: stalled clients cut off", self.stallers_cut_off),
+            ("hostile: hang-ups mid-read (slot churn)", self.churns),
+            ("hostile: forged host-only frames refused", self.forged_frames_refused),
+            ("hostile: hog writes refused past share", self.hog_refusals),
         ]
     }
 
-    fn counters_mut(&mut self) -> [&mut u64; 10] {
+    fn counters_mut(&mut self) -> [&mut u64; 15] {
         [
             &mut self.disconnects,
             &mut self.truncated_frames,
@@ -120,7 +135,12 @@ impl Faults {
             &mut self.shutdowns,
             &mut self.no_space,
             &mut self.rx_full,
-            &mut self.relay_stalls,
+            &mut self.relay_full_kicks,
+            &mut self.relay_pauses,
+            &mut self.stallers_cut_off,
+            &mut self.churns,
+            &mut self.forged_frames_refused,
+            &mut self.hog_refusals,
         ]
     }
 }

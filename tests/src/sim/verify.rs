@@ -84,3 +84,25 @@ pub fn check_usage(usage: Usage, model: &Model) {
         violation!("ramfs usage (blocks, entries, contents) is {got:?}; the tree holds {want:?}");
     }
 }
+
+/// Creates file `path` holding `content` directly in the ramfs (before a
+/// run; the model is told separately).
+pub fn put_file(fs: &mut Ramfs<'_>, path: &str, content: Content) {
+    let mut writer = fs.begin_write(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut buf = vec![0; 1 << 16];
+    let mut offset = 0;
+    while offset < content.len {
+        let n = (content.len - offset).min(buf.len() as u64) as usize;
+        content.fill(offset, &mut buf[..n]);
+        fs.write(&mut writer, &buf[..n]).unwrap_or_else(|e| panic!("{path}: {e}"));
+        offset += n as u64;
+    }
+    fs.commit_write(writer, None, 0).unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+/// Removes file `path` directly from the ramfs (after a run).
+pub fn remove_file(fs: &mut Ramfs<'_>, path: &str, now_ns: u64) {
+    if let Err(e) = fs.remove(path, now_ns) {
+        violation!("the ramfs cannot remove {path}: {e}");
+    }
+}

@@ -18,7 +18,8 @@ use host_sync::relay::RELAY_SLOTS;
 use super::channel::Channel;
 use super::client::{Client, Leave, settle_open_write};
 use super::guest::{Guest, Memory};
-use super::host::Host;
+use super::host::{Host, Peers};
+use super::hostile::{HOSTILE_FILE, Hostile};
 use super::model::Model;
 use super::params::{MAX_CLIENTS, Params};
 use super::space::Space;
@@ -39,11 +40,12 @@ const MAX_SIM_NS: u64 = 3_600_000_000_000;
 /// Passes at one instant before the clock moves on by force.
 const SAME_INSTANT_PASSES: u32 = 64;
 
-/// Client connections a run may make before faults that cost one stop:
-/// below [`RELAY_SLOTS`] by three connections per client (a hang-up, a
-/// dropped slow client and a glitch may be under way for each), so slots,
-/// handed out round-robin, are never reused within a run (late guest
-/// frames for a departed client must not reach a new one).
+/// Honest client connections a run may make before faults that cost one
+/// stop and slow clients read at full speed: a slow reader the relay keeps
+/// cutting off would otherwise reconnect for ever. (Slots are reused
+/// within a run: the relay hands out the lowest free one once the guest
+/// has drained it; a client that finds none tries again later. Hostile
+/// clients' connections are not counted: they make few.)
 const ATTACH_FAULT_LIMIT: u64 = RELAY_SLOTS as u64 - 3 * MAX_CLIENTS;
 
 /// Where the run is.
@@ -136,6 +138,7 @@ pub struct Sim<'m> {
     guest: Guest<'m>,
     host: Host,
     clients: Vec<Client>,
+    hostiles: Vec<Hostile>,
     h2g: Channel,
     g2h: Channel,
     glitch_at: VecDeque<u64>,
@@ -154,8 +157,24 @@ impl<'m> Sim<'m> {
         let guest = Guest::new(memory, &params);
         let usage = guest.agent.fs().usage();
         let space = Space::new(usage.blocks_total as u64, usage.entries_total as u64);
-        let clients = params.behaviours.iter().enumerate().map(|(i, b)| Client::new(i, *b)).collect();
+        let clients: Vec<Client> = params.behaviours.iter().enumerate().map(|(i, b)| Client::new(i, *b)).collect();
+        let file = params.hostile_file.unwrap_or(super::content::Content::EMPTY);
+        let hostiles =
+            params.hostiles.iter().enumerate().map(|(i, k)| Hostile::new(clients.len() + i, *k, file)).collect();
         let shutdown = params.shutdown_at.map_or(ShutdownPlan::Never, ShutdownPlan::Planned);
+        let relay = params.relay_options();
+        let mut guest = guest;
+        let mut model = Model::default();
+        let mut space = space;
+        if let Some(content) = params.hostile_file {
+            verify::put_file(guest.agent.fs_mut(), HOSTILE_FILE, content);
+            model.write(HOSTILE_FILE, None, content).expect("the root takes a file");
+        }
+        if params.hostiles.contains(&super::hostile::Kind::Hog) {
+            // The hog's staged writes hold a path block each, for as long as the run.
+            let blocks = (agent_core::MAX_SESSIONS_PER_CLIENT as u64 + super::hostile::HOG_EXCESS_MAX) * 2;
+            space.reserve(super::space::Reservation { blocks, entries: 0 }, model.content_blocks());
+        }
         Sim {
             seed,
             h2g: Channel::new(1, params.to_guest),
@@ -165,7 +184,7 @@ impl<'m> Sim<'m> {
                 now: 0,
                 rng,
                 params,
-                model: Model::default(),
+                model,
                 space,
                 trace: Trace::default(),
                 faults: Faults::default(),
@@ -177,8 +196,9 @@ impl<'m> Sim<'m> {
                 shutdown_seq: None,
             },
             guest,
-            host: Host::new(),
+            host: Host::new(relay),
             clients,
+            hostiles,
             stream_start: 0,
             received_base: 0,
             passes: 0,
@@ -228,9 +248,13 @@ impl<'m> Sim<'m> {
         }
         self.check_guest();
         let mut progress = step.progress;
-        progress |= self.host.step(&mut self.clients, &mut self.h2g, &mut self.g2h, &mut self.shared);
+        let mut peers = Peers { honest: &mut self.clients, hostile: &mut self.hostiles };
+        progress |= self.host.step(&mut peers, &mut self.h2g, &mut self.g2h, &mut self.shared);
         for client in &mut self.clients {
             progress |= client.step(&mut self.shared);
+        }
+        for hostile in &mut self.hostiles {
+            progress |= hostile.step(&mut self.shared);
         }
         progress | self.connect()
     }
@@ -292,8 +316,19 @@ impl<'m> Sim<'m> {
         }
         let mut progress = false;
         for client in &mut self.clients {
-            if client.wants_to_connect(self.shared.now) {
-                self.host.attach(client, &mut self.shared);
+            if client.wants_to_connect(self.shared.now)
+                && let Some((slot, link)) = self.host.attach(client.index, client.floods(), &mut self.shared)
+            {
+                self.shared.attaches += 1;
+                client.connected(slot, link);
+                progress = true;
+            }
+        }
+        for hostile in &mut self.hostiles {
+            if hostile.wants_to_connect(&self.shared)
+                && let Some((slot, link)) = self.host.attach(hostile.index, false, &mut self.shared)
+            {
+                hostile.connected(slot, link);
                 progress = true;
             }
         }
@@ -346,6 +381,13 @@ impl<'m> Sim<'m> {
             self.check_tree();
             self.shared.phase = Phase::Cleanup;
         } else {
+            if let Some(content) = self.shared.params.hostile_file {
+                // The hostile clients' file goes last, with them gone.
+                let now = self.shared.now;
+                verify::remove_file(self.guest.agent.fs_mut(), HOSTILE_FILE, now);
+                self.shared.model.apply(&super::model::Op::Remove(HOSTILE_FILE.to_string()));
+                let _ = content;
+            }
             self.check_baseline();
             self.shared.phase = Phase::Done;
         }
@@ -360,6 +402,7 @@ impl<'m> Sim<'m> {
             && self.h2g.is_idle()
             && self.g2h.is_idle()
             && self.clients.iter().all(Client::is_settled)
+            && self.hostiles.iter().all(|h| h.is_gone(&self.shared))
             && self.processed() == self.host.sent
             && self.guest.agent.poll_transmit().is_none()
     }
@@ -374,6 +417,9 @@ impl<'m> Sim<'m> {
         next = earliest(next, after(self.g2h.next_arrival_ns()));
         for client in &self.clients {
             next = earliest(next, after(client.next_event_ns(&self.shared)));
+        }
+        for hostile in &self.hostiles {
+            next = earliest(next, after(hostile.next_event_ns(&self.shared)));
         }
         match next {
             Some(t) => self.shared.now = t,
@@ -430,7 +476,8 @@ impl<'m> Sim<'m> {
 
     /// The state of the run, for a failure message.
     fn describe(&mut self) -> String {
-        let clients: Vec<String> = self.clients.iter().map(Client::describe).collect();
+        let mut clients: Vec<String> = self.clients.iter().map(Client::describe).collect();
+        clients.extend(self.hostiles.iter().map(Hostile::describe));
         let unsent = self.guest.agent.poll_transmit().map_or(0, <[u8]>::len);
         format!(
             "at {} ns, {:?}, {} calls issued, {} answered; host sent {} frames, agent handled {}, agent {:?} with \
