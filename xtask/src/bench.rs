@@ -3,7 +3,7 @@
 //! `target/bench/` (under `CARGO_TARGET_DIR` when set).
 //!
 //! - codec: `wire` against serde + ciborium (`cargo bench -p wire`);
-//! - the system: boot, throughput, latency, footprint, idle (`sysbench`);
+//! - the system: boot, throughput, latency, footprint, idle, density (`sysbench`);
 //! - the simulator's speed (`cargo xtask sim`).
 
 use std::fmt::Write as _;
@@ -186,8 +186,10 @@ fn title(group: &str) -> &str {
         "boot" => "Boot",
         "throughput" => "Throughput",
         "latency" => "Small-op latency",
+        "fairness" => "Relay fairness",
         "footprint" => "Footprint",
         "idle" => "Idle cost",
+        "density" => "Density: many idle sandboxes, the pool, and what each QEMU setting costs",
         other => other,
     }
 }
