@@ -73,7 +73,6 @@ use wire::{
     Pong, Ready, RelayClientDisconnected, RelayFlow, ResolvedUser,
 };
 
-use crate::driver::PowerOff;
 use crate::fs::{
     AttrError, EntryKind, Filesystem, FsError, Metadata, MissingParents, Mtime, OpenOptions, Owner, SetAttrs,
 };
@@ -116,6 +115,11 @@ pub const RESERVE_CLIENT_MAX: usize = 4;
 /// longer than any pause of a live sender, short enough that an abandoned
 /// write does not hold its session and its staged blocks for long).
 pub const WRITE_IDLE_TIMEOUT_NS: u64 = 30_000_000_000;
+
+/// After a frame-level corruption, how long the link must stay quiet
+/// before the stream counts as fresh and the handshake starts again: a
+/// reconnecting host sends nothing until it sees `core.init.resolved`.
+pub const RESYNC_QUIET_NS: u64 = 100_000_000;
 
 const _: () = assert!(MAX_SESSIONS_PER_CLIENT + SESSION_RESERVE <= MAX_SESSIONS);
 const _: () = assert!(RESERVE_CLIENT_MAX <= MAX_SESSIONS_PER_CLIENT);
@@ -185,6 +189,16 @@ impl Default for Config {
     }
 }
 
+/// Why the agent asks the platform to power off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(all(feature = "defmt", target_os = "none"), derive(defmt::Format))]
+pub enum PowerOff {
+    /// The host sent `core.shutdown`: a clean exit.
+    Shutdown,
+    /// The host never answered the handshake: a failed boot.
+    HandshakeTimeout,
+}
+
 /// Something the driver must do for the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -208,9 +222,13 @@ pub enum State {
     },
     /// Serving.
     Ready,
-    /// The stream was corrupt at the frame level; input is discarded until
-    /// [`Agent::reset_stream`].
-    AwaitingStream,
+    /// The stream was corrupt at the frame level: input is discarded until
+    /// the link has been quiet for [`RESYNC_QUIET_NS`], then the agent
+    /// starts over ([`Agent::handle_timeout`] calls [`Agent::reset_stream`]).
+    AwaitingStream {
+        /// When the last input byte was discarded (or the corruption seen).
+        quiet_since_ns: u64,
+    },
     /// `core.shutdown` received: draining the outbox, then power-off.
     ShuttingDown,
     /// Power-off requested; nothing more happens.
@@ -229,6 +247,8 @@ pub struct Stats {
     pub core_errors_suppressed: u64,
     /// Frame-level corruptions (each ends a stream).
     pub stream_errors: u64,
+    /// Fresh streams started after a corruption ([`Agent::reset_stream`]).
+    pub stream_resets: u64,
     /// Sessions open at most at once.
     pub sessions_peak: usize,
     /// Bytes of read data sent.
@@ -530,7 +550,13 @@ impl<'b, F: Filesystem> Agent<'b, F> {
     /// `rx_commit` and `transmitted`; a driver need not call it.
     pub fn pump(&mut self, now_ns: u64) {
         loop {
-            if matches!(self.core.state, State::AwaitingStream | State::ShuttingDown | State::Off) {
+            if let State::AwaitingStream { quiet_since_ns } = &mut self.core.state
+                && self.rx.filled > self.rx.start
+            {
+                // Input of a lost stream: dropped, and the quiet starts over.
+                *quiet_since_ns = now_ns;
+            }
+            if matches!(self.core.state, State::AwaitingStream { .. } | State::ShuttingDown | State::Off) {
                 self.rx.start = 0;
                 self.rx.filled = 0;
                 return;
@@ -540,7 +566,7 @@ impl<'b, F: Filesystem> Agent<'b, F> {
                 Ok(wire::FrameStatus::Complete { frame, consumed }) => (frame, consumed),
                 Ok(wire::FrameStatus::Incomplete { .. }) => break,
                 Err(e) => {
-                    self.core.stream_error(&e);
+                    self.core.stream_error(&e, now_ns);
                     continue;
                 }
             };
@@ -607,19 +633,29 @@ impl<'b, F: Filesystem> Agent<'b, F> {
     }
 
     /// When [`Agent::handle_timeout`] must next be called: the handshake's
-    /// deadline, or the idle deadline of the quietest write.
+    /// deadline, the idle deadline of the quietest write, or the end of the
+    /// quiet period after a corrupt stream.
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.core.state {
             State::AwaitingAck { deadline_ns, .. } => Some(deadline_ns),
             State::Ready => self.core.write_deadline(),
+            State::AwaitingStream { quiet_since_ns } => Some(self.core.resync_deadline(quiet_since_ns)),
             _ => None,
         }
     }
 
     /// Handles a deadline that passed: resends `core.init.resolved`, or
     /// gives up after [`Config::ack_attempts`] and asks for power-off;
-    /// aborts every write idle for [`Config::write_idle_timeout_ns`].
+    /// aborts every write idle for [`Config::write_idle_timeout_ns`];
+    /// starts over on a fresh stream once a corrupt one has been quiet for
+    /// [`RESYNC_QUIET_NS`].
     pub fn handle_timeout(&mut self, now_ns: u64) {
+        if let State::AwaitingStream { quiet_since_ns } = self.core.state {
+            if now_ns >= self.core.resync_deadline(quiet_since_ns) {
+                self.reset_stream(now_ns);
+            }
+            return;
+        }
         if self.core.state == State::Ready {
             self.core.abort_idle_writes(now_ns);
             self.pump(now_ns);
@@ -637,10 +673,13 @@ impl<'b, F: Filesystem> Agent<'b, F> {
         }
     }
 
-    /// Starts over on a fresh stream after a frame-level corruption:
-    /// input and output are dropped, every session is aborted without a
-    /// response, and the handshake starts again.
+    /// Starts over on a fresh stream: input and output are dropped, every
+    /// session is aborted without a response, and the handshake starts
+    /// again. [`Agent::handle_timeout`] calls it once a corrupt stream has
+    /// been quiet for [`RESYNC_QUIET_NS`]; a host that knows the link is
+    /// fresh (a test) may call it at once.
     pub fn reset_stream(&mut self, now_ns: u64) {
+        self.core.stats.stream_resets += 1;
         self.rx.start = 0;
         self.rx.filled = 0;
         self.core.out.clear();
@@ -683,10 +722,20 @@ impl<F: Filesystem> Core<'_, F> {
         }
     }
 
-    fn stream_error(&mut self, e: &wire::Error) {
+    /// When a corrupt stream quiet since `quiet_since_ns` counts as fresh.
+    fn resync_deadline(&self, quiet_since_ns: u64) -> u64 {
+        match self.config.planted {
+            // The planted defect: no quiet period, so the rest of a corrupt
+            // stream still in flight is taken for a fresh one.
+            PlantedBug::ResyncWithoutQuiet => quiet_since_ns,
+            _ => quiet_since_ns.saturating_add(RESYNC_QUIET_NS),
+        }
+    }
+
+    fn stream_error(&mut self, e: &wire::Error, now_ns: u64) {
         log::error!("frame-level error, awaiting a fresh stream: {}", defmt_display(e));
         self.stats.stream_errors += 1;
-        self.state = State::AwaitingStream;
+        self.state = State::AwaitingStream { quiet_since_ns: now_ns };
         self.abort_all(None);
     }
 

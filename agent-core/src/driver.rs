@@ -5,6 +5,12 @@
 //! the agent, passes the time in, and sleeps through the platform when
 //! there is nothing to do.
 
+use embedded_io::{Read, ReadReady, Write, WriteReady};
+
+pub use crate::agent::PowerOff;
+use crate::agent::{Agent, Event};
+use crate::fs::Filesystem;
+
 /// Time as the agent needs it.
 pub trait Clock {
     /// Nanoseconds since power-on. Never goes backwards.
@@ -14,16 +20,6 @@ pub trait Clock {
     fn set_wall_clock_ns(&mut self, unix_ns: u64);
     /// The wall clock in Unix nanoseconds, once set.
     fn wall_clock_ns(&self) -> Option<u64>;
-}
-
-/// Why the agent asks the platform to power off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(all(feature = "defmt", target_os = "none"), derive(defmt::Format))]
-pub enum PowerOff {
-    /// The host sent `core.shutdown`: a clean exit.
-    Shutdown,
-    /// The host never answered the handshake: a failed boot.
-    HandshakeTimeout,
 }
 
 /// The machine around the agent.
@@ -36,19 +32,6 @@ pub trait Platform {
     /// test platform records the call and returns, and the driver returns.
     fn power_off(&mut self, reason: PowerOff);
 }
-
-use embedded_io::{Read, ReadReady, Write, WriteReady};
-
-use crate::agent::{Agent, Event, State};
-use crate::fs::Filesystem;
-
-/// After a frame-level corruption, how long the link must stay quiet
-/// before the stream counts as fresh and the handshake starts again: a
-/// reconnecting host sends nothing until it sees `core.init.resolved`.
-pub const RESYNC_QUIET_NS: u64 = 100_000_000;
-
-/// Bytes discarded per read while waiting for a fresh stream.
-const DISCARD_CHUNK: usize = 512;
 
 /// Bytes sent per pass before the driver looks at its input again, so a
 /// long read cannot keep a request (or a disconnect) waiting behind it.
@@ -66,8 +49,9 @@ pub enum Exit<E> {
 }
 
 /// Runs the agent until it powers off or the link ends: starts the
-/// handshake, then moves bytes both ways, handles deadlines and events,
-/// and sleeps through [`Platform::wait`] when nothing moves.
+/// handshake, then repeats [`step`], hands the agent's events to the clock
+/// and the platform, and sleeps through [`Platform::wait`] until the
+/// agent's next deadline when nothing moved.
 pub fn run<F, L, C, P>(agent: &mut Agent<'_, F>, link: &mut L, clock: &mut C, platform: &mut P) -> Exit<L::Error>
 where
     F: Filesystem,
@@ -76,12 +60,12 @@ where
     P: Platform,
 {
     agent.start(clock.monotonic_ns());
-    let mut quiet_since: Option<u64> = None;
     loop {
-        let now = clock.monotonic_ns();
-        if agent.poll_timeout().is_some_and(|t| now >= t) {
-            agent.handle_timeout(now);
-        }
+        let progress = match step(agent, link, clock.monotonic_ns()) {
+            Ok(Some(progress)) => progress,
+            Ok(None) => return Exit::EndOfStream,
+            Err(e) => return Exit::Link(e),
+        };
         while let Some(event) = agent.poll_event() {
             match event {
                 Event::SetWallClock(unix_ns) => clock.set_wall_clock_ns(unix_ns),
@@ -94,35 +78,30 @@ where
                 }
             }
         }
-        let progress = match step(agent, link, now, &mut quiet_since) {
-            Ok(Some(progress)) => progress,
-            Ok(None) => return Exit::EndOfStream,
-            Err(e) => return Exit::Link(e),
-        };
         if !progress {
-            let resync = quiet_since.map(|t| t.saturating_add(RESYNC_QUIET_NS));
-            let deadline = match (agent.poll_timeout(), resync) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            platform.wait(deadline);
+            platform.wait(agent.poll_timeout());
         }
     }
 }
 
-/// One pass of sending and receiving. `Ok(None)`: end of stream;
-/// `Ok(Some(progress))`: whether any byte moved.
-fn step<F, L>(
-    agent: &mut Agent<'_, F>,
-    link: &mut L,
-    now: u64,
-    quiet_since: &mut Option<u64>,
-) -> Result<Option<bool>, L::Error>
+/// One pass of the loop at time `now`: the agent's deadline if it passed,
+/// then up to [`TX_BURST_BYTES`] sent, then every byte the link has and
+/// the agent has room for. `Ok(None)`: end of stream; `Ok(Some(progress))`:
+/// whether a deadline fired or any byte moved. The caller then handles
+/// the agent's events ([`Agent::poll_event`]).
+///
+/// The driver decides nothing: a corrupt stream's input is still read and
+/// given to the agent, which drops it and times its own resynchronisation.
+pub fn step<F, L>(agent: &mut Agent<'_, F>, link: &mut L, now: u64) -> Result<Option<bool>, L::Error>
 where
     F: Filesystem,
     L: Read + Write + ReadReady + WriteReady,
 {
     let mut progress = false;
+    if agent.poll_timeout().is_some_and(|t| now >= t) {
+        agent.handle_timeout(now);
+        progress = true;
+    }
     let mut sent = 0;
     while sent < TX_BURST_BYTES && link.write_ready()? {
         let Some(bytes) = agent.poll_transmit() else { break };
@@ -134,26 +113,6 @@ where
         agent.transmitted(n, now);
         sent += n;
         progress = true;
-    }
-    if agent.state() == State::AwaitingStream {
-        let mut scratch = [0u8; DISCARD_CHUNK];
-        while link.read_ready()? {
-            if link.read(&mut scratch)? == 0 {
-                return Ok(None);
-            }
-            *quiet_since = Some(now);
-            progress = true;
-        }
-        match *quiet_since {
-            None => *quiet_since = Some(now),
-            Some(since) if now.saturating_sub(since) >= RESYNC_QUIET_NS => {
-                *quiet_since = None;
-                agent.reset_stream(now);
-                progress = true;
-            }
-            Some(_) => {}
-        }
-        return Ok(Some(progress));
     }
     while link.read_ready()? {
         let space = agent.rx_space();

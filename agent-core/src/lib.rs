@@ -29,7 +29,7 @@
 //! - **Handshake timeout:** `core.init.resolved` is sent again every
 //!   [`Config::ack_timeout_ns`] (1 s); after [`Config::ack_attempts`] (5)
 //!   unanswered sends the agent asks for power-off
-//!   ([`PowerOff::HandshakeTimeout`](driver::PowerOff)).
+//!   ([`PowerOff::HandshakeTimeout`]).
 //! - **Shutdown:** every open session is answered `ok: false` "shutdown:
 //!   session aborted" (uncommitted writes are dropped), queued frames are
 //!   sent, then the agent asks for power-off.
@@ -37,9 +37,9 @@
 //!   false` for stray write data) and the agent goes on; a peer whose
 //!   generation is below 5 gets no `core.error`. Only frame-level
 //!   corruption (a bad length prefix) ends the stream: the agent drops all
-//!   sessions and input and waits for [`Agent::reset_stream`]; the
-//!   [`driver`] calls it once the link has been quiet for
-//!   [`driver::RESYNC_QUIET_NS`], and the handshake starts again.
+//!   sessions and input, and once the link has been quiet for
+//!   [`RESYNC_QUIET_NS`] (a deadline of [`Agent::poll_timeout`]) it starts
+//!   over with a new handshake ([`Agent::reset_stream`]).
 //!
 //! # The filesystem and Linux
 //!
@@ -104,7 +104,8 @@ pub mod ramfs;
 
 pub use agent::{
     Agent, BufferError, CURRENT_FS_GENERATION, Config, Event, INPUT_RESERVE, MAX_SESSIONS_PER_CLIENT, MIN_OUTBOX,
-    MIN_RX_BUFFER, READ_DIR_BATCH_MAX, RESERVE_CLIENT_MAX, SESSION_RESERVE, State, Stats, WRITE_IDLE_TIMEOUT_NS,
+    MIN_RX_BUFFER, PowerOff, READ_DIR_BATCH_MAX, RESERVE_CLIENT_MAX, RESYNC_QUIET_NS, SESSION_RESERVE, State, Stats,
+    WRITE_IDLE_TIMEOUT_NS,
 };
 pub use fs::{
     AttrError, AttrStep, EntryKind, Filesystem, FsError, MAX_SYMLINK_FOLLOWS, Metadata, MissingParents, Mtime,
@@ -123,6 +124,9 @@ pub enum PlantedBug {
     HostMessagesAnyId,
     /// A relay client may hold any number of sessions.
     NoSessionQuota,
+    /// A corrupt stream is taken for a fresh one at once, without waiting
+    /// for the link to be quiet.
+    ResyncWithoutQuiet,
 }
 
 /// Reads and writes in flight at once. Each holds a reader or a staged

@@ -82,7 +82,7 @@ fn expected(frame: &[u8]) -> Reaction {
 }
 
 fn observed(host: &mut Host, id: u32, frames: &[Sent]) -> Reaction {
-    if host.agent.state() == State::AwaitingStream {
+    if matches!(host.agent.state(), State::AwaitingStream { .. }) {
         return Reaction::StreamError;
     }
     if host.events.contains(&Event::PowerOff(PowerOff::Shutdown)) {

@@ -1,7 +1,6 @@
 //! Every agent operation and error path, through real frames.
 
-use agent_core::driver::PowerOff;
-use agent_core::{Config, Event, State};
+use agent_core::{Config, Event, PowerOff, RESYNC_QUIET_NS, State};
 use tests::harness::{Host, TEST_ARENA};
 use wire::{
     Body, CoreError, CoreErrorKind, Flags, FsData, FsOp, FsRequest, FsResponse, InitAck, MessageType, Ping,
@@ -451,7 +450,7 @@ fn frame_level_corruption_ends_the_stream_until_reset() {
     let mut host = Host::ready();
     host.send(1, &FsRequest { bulk: None, op: FsOp::Write { path: "/w", mode: None } });
     host.deliver(&0xffff_ffffu32.to_be_bytes());
-    assert_eq!(host.agent.state(), State::AwaitingStream);
+    assert!(matches!(host.agent.state(), State::AwaitingStream { .. }));
     assert_eq!(host.agent.sessions(), 0);
     host.send(2, &Ping);
     assert!(host.take().is_empty(), "input is ignored until a fresh stream");
@@ -467,6 +466,32 @@ fn frame_level_corruption_ends_the_stream_until_reset() {
         Err("stat: No such file or directory (os error 2)".into()),
         "the aborted write left nothing"
     );
+}
+
+#[test]
+fn a_corrupt_stream_starts_over_only_after_the_link_is_quiet() {
+    let mut host = Host::ready();
+    host.deliver(&0xffff_ffffu32.to_be_bytes());
+    let lost_at = host.now;
+    assert_eq!(host.agent.poll_timeout(), Some(lost_at + RESYNC_QUIET_NS));
+    // More of the dead stream arrives: the quiet starts over from it.
+    host.now += RESYNC_QUIET_NS / 2;
+    host.deliver(&[0xff; 9]);
+    let deadline = host.now + RESYNC_QUIET_NS;
+    assert_eq!(host.agent.poll_timeout(), Some(deadline));
+    host.now = deadline - 1;
+    host.agent.handle_timeout(host.now);
+    assert!(matches!(host.agent.state(), State::AwaitingStream { .. }), "one ns early");
+    assert!(host.take().is_empty());
+    host.now = deadline;
+    host.agent.handle_timeout(host.now);
+    assert_eq!(host.agent.stats().stream_resets, 1);
+    let init = host.take();
+    assert_eq!(init[0].message_type(), MessageType::InitResolved, "the handshake starts again");
+    host.send(0, &InitAck);
+    host.take();
+    host.send(3, &Ping);
+    assert_eq!(host.take()[0].message_type(), MessageType::Pong);
 }
 
 /// The `n`-th id of relay slot `slot`.

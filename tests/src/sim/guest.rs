@@ -1,13 +1,14 @@
-//! The guest side: the real [`Agent`] over a [`Ramfs`], driven the way
-//! agent-core's blocking driver drives it (`driver::run` and its `step`):
-//! deadlines first, then events, then sending up to a burst, then either
-//! discarding input until the link has been quiet for
-//! [`RESYNC_QUIET_NS`] (after a corrupt stream) or reading what the
-//! receive buffer has room for.
+//! The guest side: the real [`Agent`] over a [`Ramfs`], driven by
+//! agent-core's own [`driver::step`] over a simulated link ([`SimLink`]),
+//! whose reads and writes the run's faults cut short. The agent's events
+//! are checked here instead of reaching a clock and a platform.
 
-use agent_core::driver::{PowerOff, RESYNC_QUIET_NS, TX_BURST_BYTES};
+use core::convert::Infallible;
+
+use agent_core::driver;
 use agent_core::ramfs::Ramfs;
-use agent_core::{Agent, Config, Event, MIN_RX_BUFFER, State};
+use agent_core::{Agent, Config, Event, MIN_RX_BUFFER, PowerOff};
+use embedded_io::{ErrorType, Read, ReadReady, Write, WriteReady};
 
 use super::channel::Channel;
 use super::params::{ARENA_MAX, OUTBOX_MAX, Params};
@@ -51,8 +52,6 @@ pub struct GuestStep {
 pub struct Guest<'m> {
     /// The agent under test.
     pub agent: Agent<'m, Ramfs<'m>>,
-    /// Since when the link has been quiet while the agent awaits a stream.
-    quiet_since: Option<u64>,
     /// Whether the receive buffer was full at the last read.
     rx_full: bool,
     /// Whether the agent powered off.
@@ -73,48 +72,39 @@ impl<'m> Guest<'m> {
         let tx = &mut memory.tx[..params.outbox_bytes];
         let mut agent = Agent::new(fs, &mut memory.rx, tx, config).expect("buffers large enough");
         agent.start(0);
-        Guest { agent, quiet_since: None, rx_full: false, off: false }
+        Guest { agent, rx_full: false, off: false }
     }
 
-    /// One pass of the driver loop.
+    /// One pass of the shipped driver loop ([`driver::step`]), then the
+    /// agent's events.
     pub fn step(&mut self, h2g: &mut Channel, g2h: &mut Channel, shared: &mut Shared) -> GuestStep {
         let mut step = GuestStep::default();
         if self.off {
             return step;
         }
+        let resets = self.agent.stats().stream_resets;
         let now = shared.now;
-        if self.agent.poll_timeout().is_some_and(|t| now >= t) {
-            self.agent.handle_timeout(now);
-            step.progress = true;
-        }
-        if self.events(shared) {
-            step.progress = true;
-            return step;
-        }
-        step.progress |= self.transmit(g2h, shared);
-        if self.agent.state() == State::AwaitingStream {
-            step.progress |= self.discard(h2g, shared);
-            step.reset = self.maybe_reset(now);
-            step.progress |= step.reset;
-            return step;
-        }
-        step.progress |= self.receive(h2g, shared);
+        let mut link = SimLink { h2g, g2h, shared };
+        step.progress = match driver::step(&mut self.agent, &mut link, now) {
+            Ok(Some(progress)) => progress,
+            Ok(None) => violation!("the simulated link never ends, yet the driver saw its end"),
+        };
+        step.reset = self.agent.stats().stream_resets != resets;
+        // The driver stops reading when the agent's receive buffer is full.
+        let rx_full = link.h2g.has_unread() && self.agent.rx_space().is_empty();
+        shared.faults.rx_full += u64::from(rx_full && !self.rx_full);
+        self.rx_full = rx_full;
+        self.events(shared);
         step
     }
 
     /// When the driver next has something to do without new input.
     pub fn next_event_ns(&self) -> Option<u64> {
-        if self.off {
-            return None;
-        }
-        match (self.agent.state(), self.quiet_since) {
-            (State::AwaitingStream, Some(since)) => Some(since + RESYNC_QUIET_NS),
-            _ => self.agent.poll_timeout(),
-        }
+        if self.off { None } else { self.agent.poll_timeout() }
     }
 
-    /// Applies the agent's events; whether it powered off.
-    fn events(&mut self, shared: &mut Shared) -> bool {
+    /// Checks the agent's events; notes a power-off.
+    fn events(&mut self, shared: &mut Shared) {
         while let Some(event) = self.agent.poll_event() {
             match event {
                 Event::SetWallClock(unix_ns) => shared.trace.record(Mark::Agent, 1, unix_ns),
@@ -124,79 +114,63 @@ impl<'m> Guest<'m> {
                     }
                     shared.trace.record(Mark::Agent, 2, 0);
                     self.off = true;
-                    return true;
+                    return;
                 }
                 Event::PowerOff(PowerOff::HandshakeTimeout) => {
                     violation!("the agent gave up the handshake, though the host answers every core.init.resolved")
                 }
             }
         }
-        false
+    }
+}
+
+/// The guest's end of the two simulated links, as the `embedded_io` link
+/// the driver expects: writes may be cut short at random (when the run
+/// splits agent writes) and reads return at most `agent_read_max` bytes.
+pub struct SimLink<'a> {
+    h2g: &'a mut Channel,
+    g2h: &'a mut Channel,
+    shared: &'a mut Shared,
+}
+
+impl ErrorType for SimLink<'_> {
+    type Error = Infallible;
+}
+
+impl Read for SimLink<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+        let now = self.shared.now;
+        let readable = self.h2g.readable(now);
+        let n = readable.len().min(buf.len()).min(self.shared.params.agent_read_max);
+        buf[..n].copy_from_slice(&readable[..n]);
+        self.h2g.consume(n, &mut self.shared.trace);
+        Ok(n)
+    }
+}
+
+impl ReadReady for SimLink<'_> {
+    fn read_ready(&mut self) -> Result<bool, Infallible> {
+        Ok(!self.h2g.readable(self.shared.now).is_empty())
+    }
+}
+
+impl Write for SimLink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<usize, Infallible> {
+        let shared = &mut *self.shared;
+        let mut n = bytes.len();
+        if shared.params.agent_split_writes && n > 1 && shared.rng.chance(0.3) {
+            n = shared.rng.range(1, n as u64) as usize;
+        }
+        Ok(self.g2h.write(&bytes[..n], shared.now, &mut shared.rng))
     }
 
-    fn transmit(&mut self, g2h: &mut Channel, shared: &mut Shared) -> bool {
-        let mut sent = 0;
-        while sent < TX_BURST_BYTES && g2h.space() > 0 {
-            let Some(bytes) = self.agent.poll_transmit() else { break };
-            let mut n = bytes.len().min(TX_BURST_BYTES - sent);
-            if shared.params.agent_split_writes && shared.rng.chance(0.3) {
-                n = shared.rng.range(1, n as u64) as usize;
-            }
-            let n = g2h.write(&bytes[..n], shared.now, &mut shared.rng);
-            if n == 0 {
-                break;
-            }
-            self.agent.transmitted(n, shared.now);
-            sent += n;
-        }
-        sent > 0
+    fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
     }
+}
 
-    /// Reads and drops input while awaiting a fresh stream.
-    fn discard(&mut self, h2g: &mut Channel, shared: &mut Shared) -> bool {
-        let n = h2g.readable(shared.now).len();
-        if n == 0 {
-            return false;
-        }
-        h2g.consume(n, &mut shared.trace);
-        self.quiet_since = Some(shared.now);
-        true
-    }
-
-    /// Starts over once the link has been quiet long enough.
-    fn maybe_reset(&mut self, now: u64) -> bool {
-        match self.quiet_since {
-            None => self.quiet_since = Some(now),
-            Some(since) if now.saturating_sub(since) >= RESYNC_QUIET_NS => {
-                self.quiet_since = None;
-                self.agent.reset_stream(now);
-                return true;
-            }
-            Some(_) => {}
-        }
-        false
-    }
-
-    fn receive(&mut self, h2g: &mut Channel, shared: &mut Shared) -> bool {
-        let mut progress = false;
-        loop {
-            let arrived = h2g.readable(shared.now).len();
-            if arrived == 0 || !matches!(self.agent.state(), State::Ready | State::AwaitingAck { .. }) {
-                break;
-            }
-            let space = self.agent.rx_space();
-            if space.is_empty() {
-                shared.faults.rx_full += u64::from(!self.rx_full);
-                self.rx_full = true;
-                break;
-            }
-            self.rx_full = false;
-            let n = arrived.min(space.len()).min(shared.params.agent_read_max);
-            space[..n].copy_from_slice(&h2g.readable(shared.now)[..n]);
-            h2g.consume(n, &mut shared.trace);
-            self.agent.rx_commit(n, shared.now);
-            progress = true;
-        }
-        progress
+impl WriteReady for SimLink<'_> {
+    fn write_ready(&mut self) -> Result<bool, Infallible> {
+        Ok(self.g2h.space() > 0)
     }
 }

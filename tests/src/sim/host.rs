@@ -42,6 +42,14 @@ const FLIP_MIN_FRAME: usize = 1024;
 /// `SLOW_CLIENT_TIMEOUT`).
 pub const OLD_RELAY_PATIENCE_NS: u64 = 10_000_000_000;
 
+/// Pieces of a corrupt stream's tail, at most (see [`Host::write_stale`]).
+const STALE_PIECES_MAX: u64 = 4;
+
+/// A corrupt stream's tail arrives within this long of the corruption:
+/// well inside the agent's quiet period (`agent_core::RESYNC_QUIET_NS`).
+const STALE_TAIL_NS: u64 = 40_000_000;
+const _: () = assert!(STALE_TAIL_NS < agent_core::RESYNC_QUIET_NS / 2);
+
 /// Trace tags of links: the client's index is added.
 const C2R_TAG: u64 = 1_000;
 const R2C_TAG: u64 = 2_000;
@@ -105,6 +113,10 @@ pub struct Host {
     /// When the (slow) host reads the guest next.
     next_read_ns: u64,
     glitch_due: bool,
+    /// The rest of a corrupt stream still on its way (what a dying writer
+    /// had queued): pieces of bad length prefixes, each written to the
+    /// guest when its time comes, on a frame boundary.
+    stale: VecDeque<(u64, Vec<u8>)>,
     /// With [`Bug::RelayWaits`]: since when the relay waits for a client.
     waiting_since: Option<u64>,
     /// Disconnect notices whose effect is to be checked.
@@ -126,6 +138,7 @@ impl Host {
             sent: 0,
             next_read_ns: 0,
             glitch_due: false,
+            stale: VecDeque::new(),
             waiting_since: None,
             checks: Vec::new(),
         }
@@ -161,16 +174,21 @@ impl Host {
     pub fn is_idle(&self) -> bool {
         self.guest_in.is_empty()
             && self.current.is_empty()
+            && self.stale.is_empty()
             && self.own.is_empty()
             && self.slots.iter().flatten().all(|a| a.inbuf.is_empty() && a.queue.is_empty())
     }
 
     /// When the host next has something to do without new input: its next
     /// (slow) read of the guest, or the relay's check of paused clients.
-    pub fn next_event_ns(&self) -> Option<u64> {
+    /// Each is taken only if it is later than `now`: one in the past (a read
+    /// the host is free to do already) must not hide a later one.
+    pub fn next_event_ns(&self, now: u64) -> Option<u64> {
+        let after = |t: Option<u64>| t.filter(|&t| t > now);
         let patience = self.waiting_since.map(|t| t + OLD_RELAY_PATIENCE_NS);
-        let next = super::world::earliest((self.next_read_ns > 0).then_some(self.next_read_ns), patience);
-        super::world::earliest(next, self.core.next_deadline())
+        let next = super::world::earliest(after((self.next_read_ns > 0).then_some(self.next_read_ns)), after(patience));
+        let next = super::world::earliest(next, after(self.stale.front().map(|&(due, _)| due)));
+        super::world::earliest(next, after(self.core.next_deadline()))
     }
 
     /// Attaches peer `index` to a free slot and queues its greeting;
@@ -208,6 +226,7 @@ impl Host {
         }
         progress |= self.read_guest(peers, g2h, shared);
         progress |= self.read_clients(peers, shared);
+        progress |= self.write_stale(h2g, shared);
         progress |= self.write_guest(peers, h2g, shared);
         progress | self.write_clients(peers, shared)
     }
@@ -358,6 +377,29 @@ impl Host {
         progress
     }
 
+    /// Writes the pieces of a corrupt stream's tail that are due, between
+    /// frames. They keep coming after the agent has seen the corruption,
+    /// all within [`STALE_TAIL_NS`], so an agent that started over before
+    /// the link was quiet takes them for its fresh stream.
+    fn write_stale(&mut self, h2g: &mut Channel, shared: &mut Shared) -> bool {
+        let mut progress = false;
+        while self.current.is_empty()
+            && let Some((due, piece)) = self.stale.front_mut()
+            && *due <= shared.now
+        {
+            let n = h2g.write(piece, shared.now, &mut shared.rng);
+            if n == 0 {
+                break;
+            }
+            progress = true;
+            piece.drain(..n);
+            if piece.is_empty() {
+                self.stale.pop_front();
+            }
+        }
+        progress
+    }
+
     fn write_guest(&mut self, peers: &mut Peers<'_>, h2g: &mut Channel, shared: &mut Shared) -> bool {
         let mut progress = false;
         loop {
@@ -473,6 +515,11 @@ impl Host {
     fn corrupt_stream(&mut self, peers: &mut Peers<'_>, shared: &mut Shared) {
         self.glitch_due = false;
         self.current.push(&corrupt::bad_length_prefix(&mut shared.rng));
+        let mut due = shared.now;
+        for _ in 0..shared.rng.range(0, STALE_PIECES_MAX) {
+            due += shared.rng.range(1, STALE_TAIL_NS / STALE_PIECES_MAX);
+            self.stale.push_back((due, corrupt::bad_length_prefix(&mut shared.rng)));
+        }
         self.phase = Phase::Resync;
         self.own.clear();
         self.checks.clear();

@@ -12,7 +12,7 @@
 //! ```text
 //! client 0 ─┐
 //! client 1 ─┼─ links ─ relay: RelayCore ──── link ─── driver loop ─ Agent ─ Ramfs
-//! client k ─┤          handshake: proto::Handshake    (as agent-core's driver)
+//! client k ─┤          handshake: proto::Handshake    (agent_core::driver::step)
 //! hostile  ─┘
 //! ```
 //!
@@ -35,8 +35,10 @@
 //! prefixes (the relay drops the client); requests with flipped CBOR bytes
 //! (the agent must answer `core.error`, or nothing to a claimed generation
 //! below 5, or a plain answer if they still decode); a corrupt length
-//! prefix on the guest stream (the agent must await a fresh stream, start
-//! over after a quiet period, and redo the handshake); tight ramfs arenas
+//! prefix on the guest stream, with a tail of more corrupt bytes still
+//! arriving for up to 40 ms, as from a dying writer (the agent must await a
+//! fresh stream, start over only once the link has been quiet, and redo
+//! the handshake); tight ramfs arenas
 //! (writes must fail "no space left" and lose nothing); slow clients and
 //! small queues (backpressure up to the agent's receive buffer; a client
 //! that falls a relay queue behind is cut off); `core.shutdown` in the
@@ -150,11 +152,14 @@ pub enum Bug {
     /// The relay stops reading the guest while a client's queue is full,
     /// for up to 10 s (`OLD_RELAY_PATIENCE_NS`), as an earlier relay did.
     RelayWaits,
+    /// The agent takes a corrupt stream for a fresh one at once, without
+    /// waiting for the link to be quiet.
+    ResyncWithoutQuiet,
 }
 
 impl Bug {
     /// Every planted defect with its option value.
-    pub const ALL: [(Bug, &'static str); 7] = [
+    pub const ALL: [(Bug, &'static str); 8] = [
         (Bug::DropDisconnectNotice, "drop-disconnect-notice"),
         (Bug::FlipGuestData, "flip-guest-data"),
         (Bug::ReuseBeforeDrain, "reuse-before-drain"),
@@ -162,6 +167,7 @@ impl Bug {
         (Bug::HostMessagesAnyId, "host-messages-any-id"),
         (Bug::NoSessionQuota, "no-session-quota"),
         (Bug::RelayWaits, "relay-waits"),
+        (Bug::ResyncWithoutQuiet, "resync-without-quiet"),
     ];
 
     /// The option value naming this defect.

@@ -295,6 +295,7 @@ impl Params {
         match self.bug {
             Bug::HostMessagesAnyId => agent_core::PlantedBug::HostMessagesAnyId,
             Bug::NoSessionQuota => agent_core::PlantedBug::NoSessionQuota,
+            Bug::ResyncWithoutQuiet => agent_core::PlantedBug::ResyncWithoutQuiet,
             _ => agent_core::PlantedBug::None,
         }
     }

@@ -266,7 +266,7 @@ impl<'m> Sim<'m> {
 
     /// Invariants of the agent after each of its steps.
     fn check_guest(&mut self) {
-        if self.guest.agent.state() == State::AwaitingStream && !self.host.resyncing() {
+        if matches!(self.guest.agent.state(), State::AwaitingStream { .. }) && !self.host.resyncing() {
             violation!("the agent lost the stream, though the host sent no corrupt length prefix");
         }
         let processed = self.processed();
@@ -300,7 +300,9 @@ impl<'m> Sim<'m> {
         if self.guest.agent.sessions() != 0 {
             violation!("{} sessions survived the stream reset", self.guest.agent.sessions());
         }
-        self.h2g.reset();
+        // What the host wrote is still on its way (a corrupt stream's tail
+        // included): the agent's quiet period is what keeps it out of the
+        // fresh stream. What the agent sent on the old stream is dropped.
         self.g2h.reset();
         self.host.new_stream();
         self.stream_start = self.host.sent;
@@ -412,7 +414,7 @@ impl<'m> Sim<'m> {
     fn jump(&mut self) {
         let now = self.shared.now;
         let after = |t: Option<u64>| t.filter(|&t| t > now);
-        let mut next = earliest(after(self.guest.next_event_ns()), after(self.host.next_event_ns()));
+        let mut next = earliest(after(self.guest.next_event_ns()), self.host.next_event_ns(now));
         next = earliest(next, after(self.h2g.next_arrival_ns()));
         next = earliest(next, after(self.g2h.next_arrival_ns()));
         for client in &self.clients {
