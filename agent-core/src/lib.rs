@@ -95,6 +95,7 @@
 
 mod agent;
 pub mod driver;
+mod error;
 mod fs;
 pub mod handles;
 mod log;

@@ -4,7 +4,7 @@
 //!
 //! [`Filesystem`]: crate::Filesystem
 
-use crate::fs::FsError;
+use crate::error::FsError;
 
 /// The longest normalized path in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH_LEN: usize = 4096;

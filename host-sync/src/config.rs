@@ -12,9 +12,12 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::client::ClientOptions;
+pub use crate::error::{ConfigError, Setting};
 use crate::error::{Error, Result};
-use crate::qemu::{Accel, find_qemu};
-use crate::sandbox::SandboxConfig;
+use crate::guest_log::GuestLog;
+use crate::qemu::{Accel, Tuning, find_qemu};
+use crate::relay_core::RelayOptions;
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
@@ -59,55 +62,57 @@ pub const MAX_GUEST_FILE_BYTES: u64 = 256 * MIB;
 /// name `Xen`): QEMU boots an ELF through `-kernel` only with it.
 pub const PVH_NOTE_TYPE: u32 = 18;
 
-/// The setting a [`ConfigError`] is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setting {
+/// How to boot a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
     /// The guest ELF.
-    Guest,
-    /// Guest memory in MiB.
-    Memory,
+    pub guest: PathBuf,
+    /// `qemu-system-x86_64`; found on `PATH` when `None`.
+    pub qemu: Option<PathBuf>,
+    /// Guest RAM in MiB (the ramfs gets all but a few MiB).
+    pub memory_mib: u32,
     /// CPU acceleration.
-    Accel,
+    pub accel: Accel,
+    /// Spawn to `core.ready`, at most.
+    pub boot_timeout: Duration,
+    /// Share the guest through a relay socket (see [`Sandbox::relay_socket`](crate::Sandbox::relay_socket)).
+    pub relay: bool,
+    /// The relay's settings: whether its clients may send `core.shutdown`,
+    /// and its queue bounds.
+    pub relay_options: RelayOptions,
+    /// Where the decoded guest log goes.
+    pub guest_log: GuestLog,
+    /// Settings of the sandbox's own client.
+    pub client: ClientOptions,
+    /// Extra guest command line options.
+    pub cmdline: String,
+    /// Confine QEMU with its seccomp filter (`-sandbox on,` every class of
+    /// [`qemu::SECCOMP_DENY`](crate::qemu::SECCOMP_DENY) denied) where the installed QEMU supports it;
+    /// on by default. Where it does not, the sandbox runs unconfined and a
+    /// warning says what is missing ([`Sandbox::seccomp`](crate::Sandbox::seccomp) tells which).
+    pub confine: bool,
+    /// QEMU's memory and translation settings.
+    pub tuning: Tuning,
 }
 
-impl Setting {
-    /// The [`SandboxConfig`] field.
-    pub fn field(self) -> &'static str {
-        match self {
-            Setting::Guest => "guest",
-            Setting::Memory => "memory_mib",
-            Setting::Accel => "accel",
+impl SandboxConfig {
+    /// Defaults for a guest ELF: 512 MiB, accel auto, 30 s boot timeout,
+    /// no relay, quiet log.
+    pub fn new(guest: impl Into<PathBuf>) -> SandboxConfig {
+        SandboxConfig {
+            guest: guest.into(),
+            qemu: None,
+            memory_mib: 512,
+            accel: Accel::Auto,
+            boot_timeout: Duration::from_secs(30),
+            relay: false,
+            relay_options: RelayOptions::default(),
+            guest_log: GuestLog::Quiet,
+            client: ClientOptions::default(),
+            cmdline: String::new(),
+            confine: true,
+            tuning: Tuning::default(),
         }
-    }
-
-    /// The command-line option.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Setting::Guest => "--guest",
-            Setting::Memory => "--memory",
-            Setting::Accel => "--accel",
-        }
-    }
-}
-
-/// A setting that cannot work, with what to do instead.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{} {value}: {problem}; {fix}", setting.field())]
-pub struct ConfigError {
-    /// Which setting.
-    pub setting: Setting,
-    /// Its value, as given.
-    pub value: String,
-    /// What is wrong with it, and why.
-    pub problem: String,
-    /// What to do.
-    pub fix: String,
-}
-
-impl ConfigError {
-    /// The message with the command-line option's name (`--memory 1: ...`).
-    pub fn for_cli(&self) -> String {
-        format!("{} {}: {}; {}", self.setting.flag(), self.value, self.problem, self.fix)
     }
 }
 

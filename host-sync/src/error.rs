@@ -51,7 +51,7 @@ pub enum Error {
     },
     /// A setting that cannot work, found before anything started.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
     /// Booting the sandbox failed: why, then what to do, then the guest's
     /// last log lines when it logged anything.
     #[error("cannot boot the sandbox: {0}")]
@@ -106,3 +106,55 @@ pub(crate) fn os_text(e: &std::io::Error) -> String {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The setting a [`ConfigError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// The guest ELF.
+    Guest,
+    /// Guest memory in MiB.
+    Memory,
+    /// CPU acceleration.
+    Accel,
+}
+
+impl Setting {
+    /// The [`SandboxConfig`](crate::SandboxConfig) field.
+    pub fn field(self) -> &'static str {
+        match self {
+            Setting::Guest => "guest",
+            Setting::Memory => "memory_mib",
+            Setting::Accel => "accel",
+        }
+    }
+
+    /// The command-line option.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Setting::Guest => "--guest",
+            Setting::Memory => "--memory",
+            Setting::Accel => "--accel",
+        }
+    }
+}
+
+/// A setting that cannot work, with what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {value}: {problem}; {fix}", setting.field())]
+pub struct ConfigError {
+    /// Which setting.
+    pub setting: Setting,
+    /// Its value, as given.
+    pub value: String,
+    /// What is wrong with it, and why.
+    pub problem: String,
+    /// What to do.
+    pub fix: String,
+}
+
+impl ConfigError {
+    /// The message with the command-line option's name (`--memory 1: ...`).
+    pub fn for_cli(&self) -> String {
+        format!("{} {}: {}; {}", self.setting.flag(), self.value, self.problem, self.fix)
+    }
+}

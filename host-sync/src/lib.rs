@@ -20,11 +20,11 @@ pub mod sandbox;
 pub mod shell;
 
 pub use client::{Client, ClientOptions};
-pub use config::{CheckedConfig, ConfigError};
+pub use config::{CheckedConfig, ConfigError, SandboxConfig};
 pub use error::{Error, Result};
 pub use fs::{Entry, EntryKind, File, Fs, OpenOptions, ReadDir};
 pub use guest_log::GuestLog;
 pub use pool::{PoolConfig, PoolError, SandboxPool};
 pub use qemu::Accel;
 pub use relay::Relay;
-pub use sandbox::{BootTimes, Sandbox, SandboxConfig};
+pub use sandbox::{BootTimes, Sandbox};

@@ -20,8 +20,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::config::CheckedConfig;
+use crate::config::SandboxConfig;
 use crate::error::Error;
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::sandbox::Sandbox;
 
 /// The most sandboxes a pool keeps ready.
 pub const MAX_POOL_SIZE: usize = 256;

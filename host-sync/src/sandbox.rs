@@ -21,16 +21,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags};
 
-use crate::client::{Client, ClientOptions};
-use crate::config::CheckedConfig;
+use crate::client::Client;
+use crate::config::{CheckedConfig, SandboxConfig};
 use crate::conn;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
-use crate::guest_log::{self, GuestLog, LogTail};
+use crate::guest_log::{self, LogTail};
 use crate::local;
 use crate::proto::{Handshake, HandshakeStep, ReadyInfo};
-use crate::qemu::{self, Accel, ConsolePort, LogSink, QemuConfig, SeccompPolicy, Tuning};
-use crate::relay::{Relay, RelayOptions};
+use crate::qemu::{self, ConsolePort, LogSink, QemuConfig, SeccompPolicy};
+use crate::relay::Relay;
 
 /// How long a broken guest stream waits for QEMU's exit to be seen, so
 /// the error names the exit rather than a reset connection.
@@ -38,60 +38,6 @@ const EXIT_GRACE: Duration = Duration::from_millis(300);
 
 /// Bytes of QEMU's standard error kept for error reports.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
-
-/// How to boot a sandbox.
-#[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    /// The guest ELF.
-    pub guest: PathBuf,
-    /// `qemu-system-x86_64`; found on `PATH` when `None`.
-    pub qemu: Option<PathBuf>,
-    /// Guest RAM in MiB (the ramfs gets all but a few MiB).
-    pub memory_mib: u32,
-    /// CPU acceleration.
-    pub accel: Accel,
-    /// Spawn to `core.ready`, at most.
-    pub boot_timeout: Duration,
-    /// Share the guest through a relay socket (see [`Sandbox::relay_socket`]).
-    pub relay: bool,
-    /// The relay's settings: whether its clients may send `core.shutdown`,
-    /// and its queue bounds.
-    pub relay_options: RelayOptions,
-    /// Where the decoded guest log goes.
-    pub guest_log: GuestLog,
-    /// Settings of the sandbox's own client.
-    pub client: ClientOptions,
-    /// Extra guest command line options.
-    pub cmdline: String,
-    /// Confine QEMU with its seccomp filter (`-sandbox on,` every class of
-    /// [`qemu::SECCOMP_DENY`] denied) where the installed QEMU supports it;
-    /// on by default. Where it does not, the sandbox runs unconfined and a
-    /// warning says what is missing ([`Sandbox::seccomp`] tells which).
-    pub confine: bool,
-    /// QEMU's memory and translation settings.
-    pub tuning: Tuning,
-}
-
-impl SandboxConfig {
-    /// Defaults for a guest ELF: 512 MiB, accel auto, 30 s boot timeout,
-    /// no relay, quiet log.
-    pub fn new(guest: impl Into<PathBuf>) -> SandboxConfig {
-        SandboxConfig {
-            guest: guest.into(),
-            qemu: None,
-            memory_mib: 512,
-            accel: Accel::Auto,
-            boot_timeout: Duration::from_secs(30),
-            relay: false,
-            relay_options: RelayOptions::default(),
-            guest_log: GuestLog::Quiet,
-            client: ClientOptions::default(),
-            cmdline: String::new(),
-            confine: true,
-            tuning: Tuning::default(),
-        }
-    }
-}
 
 /// The seccomp policy for `qemu` when `confine` asks for one: the one it
 /// supports, with a warning (once per process and message) for anything

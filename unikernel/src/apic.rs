@@ -6,6 +6,13 @@ use core::ptr::{read_volatile, write_volatile};
 
 use crate::cpu;
 
+/// The vector the virtio-console's IOAPIC pin is routed to.
+pub const CONSOLE_VECTOR: u8 = 0x30;
+/// The LAPIC timer's vector.
+pub const TIMER_VECTOR: u8 = 0x31;
+/// The LAPIC spurious-interrupt vector (must end in 0xf on old APICs).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
 /// Where the LAPIC's registers are mapped (`IA32_APIC_BASE` is set to it).
 const LAPIC_BASE: usize = 0xfee0_0000;
 /// `IA32_APIC_BASE`: the LAPIC's base address and global enable.
@@ -68,9 +75,9 @@ pub fn init_lapic() {
         cpu::wrmsr(IA32_APIC_BASE_MSR, LAPIC_BASE as u64 | keep | APIC_GLOBAL_ENABLE);
     }
     lapic_write(LAPIC_TASK_PRIORITY, 0);
-    lapic_write(LAPIC_SPURIOUS, LAPIC_SOFTWARE_ENABLE | u32::from(crate::interrupts::SPURIOUS_VECTOR));
+    lapic_write(LAPIC_SPURIOUS, LAPIC_SOFTWARE_ENABLE | u32::from(SPURIOUS_VECTOR));
     lapic_write(LAPIC_TIMER_DIVIDE, TIMER_DIVIDE_BY_1);
-    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED | u32::from(crate::interrupts::TIMER_VECTOR));
+    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
 }
 
 /// This CPU's LAPIC id (the IOAPIC destination).
@@ -86,7 +93,7 @@ pub fn end_of_interrupt() {
 /// Starts the timer counting down from `count` without raising an
 /// interrupt (for calibration).
 pub fn start_free_running(count: u32) {
-    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED | u32::from(crate::interrupts::TIMER_VECTOR));
+    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     lapic_write(LAPIC_TIMER_INITIAL, count);
 }
 
@@ -97,7 +104,7 @@ pub fn timer_current() -> u32 {
 
 /// Arms the one-shot timer to interrupt after `count` ticks (0 disarms).
 pub fn arm_one_shot(count: u32) {
-    lapic_write(LAPIC_LVT_TIMER, u32::from(crate::interrupts::TIMER_VECTOR));
+    lapic_write(LAPIC_LVT_TIMER, u32::from(TIMER_VECTOR));
     lapic_write(LAPIC_TIMER_INITIAL, count);
 }
 

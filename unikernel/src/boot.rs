@@ -19,6 +19,22 @@ use core::mem::size_of;
 
 use crate::static_cell::StaticCell;
 
+/// The GDT's code segment selector (64-bit, ring 0).
+pub const CODE_SELECTOR: u16 = 0x08;
+/// The GDT's data segment selector.
+pub const DATA_SELECTOR: u16 = 0x10;
+/// The TSS selector (a 16-byte system descriptor at index 3).
+pub const TSS_SELECTOR: u16 = 0x18;
+/// GDT entries: null, code, data, and the two halves of the TSS descriptor.
+pub const GDT_ENTRIES: usize = 5;
+/// The GDT's size in bytes (for its pseudo-descriptor).
+pub const GDT_SIZE: usize = GDT_ENTRIES * size_of::<u64>();
+
+/// The GDT: null, 64-bit code, data, TSS (the TSS filled in by [`interrupts::init`](crate::interrupts::init)). The
+/// boot trampoline loads it as is; `interrupts::init` adds the TSS and reloads it.
+pub static GDT: StaticCell<[u64; GDT_ENTRIES]> =
+    StaticCell::new([0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0]);
+
 /// 4 KiB: the smallest x86 page.
 pub const PAGE_SIZE: usize = 4096;
 
@@ -166,10 +182,10 @@ global_asm!(
     pd_offset = const 2 * size_of::<[u64; ENTRIES]>(),
     stack = sym MAIN_STACK,
     stack_top = const size_of::<GuardedStack>(),
-    gdt = sym crate::interrupts::GDT,
-    gdt_size = const crate::interrupts::GDT_SIZE,
-    code_selector = const crate::interrupts::CODE_SELECTOR,
-    data_selector = const crate::interrupts::DATA_SELECTOR,
+    gdt = sym GDT,
+    gdt_size = const GDT_SIZE,
+    code_selector = const CODE_SELECTOR,
+    data_selector = const DATA_SELECTOR,
     main = sym kernel_main,
 );
 

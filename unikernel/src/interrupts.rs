@@ -1,5 +1,5 @@
-//! Descriptor tables and interrupt entry: the GDT (with a TSS whose
-//! interrupt stack catches faults even on a blown stack), the IDT, the
+//! Descriptor tables and interrupt entry: the TSS (added to the boot
+//! GDT; its interrupt stack catches faults even on a blown stack), the IDT, the
 //! exception stubs (every CPU exception is fatal: log, exit non-zero) and
 //! the two device interrupts (virtio-console, LAPIC timer).
 //!
@@ -12,26 +12,9 @@ use core::arch::{asm, global_asm};
 use core::mem::size_of;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::apic;
+use crate::apic::{self, CONSOLE_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+use crate::boot::{CODE_SELECTOR, GDT, GDT_SIZE, TSS_SELECTOR};
 use crate::static_cell::StaticCell;
-
-/// The GDT's code segment selector (64-bit, ring 0).
-pub const CODE_SELECTOR: u16 = 0x08;
-/// The GDT's data segment selector.
-pub const DATA_SELECTOR: u16 = 0x10;
-/// The TSS selector (a 16-byte system descriptor at index 3).
-const TSS_SELECTOR: u16 = 0x18;
-/// GDT entries: null, code, data, and the two halves of the TSS descriptor.
-const GDT_ENTRIES: usize = 5;
-/// The GDT's size in bytes (for its pseudo-descriptor).
-pub const GDT_SIZE: usize = GDT_ENTRIES * size_of::<u64>();
-
-/// The vector the virtio-console's IOAPIC pin is routed to.
-pub const CONSOLE_VECTOR: u8 = 0x30;
-/// The LAPIC timer's vector.
-pub const TIMER_VECTOR: u8 = 0x31;
-/// The LAPIC spurious-interrupt vector (must end in 0xf on old APICs).
-pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 /// The exception vectors (0-31), all routed to the fatal handler.
 const EXCEPTIONS: usize = 32;
@@ -43,11 +26,6 @@ const FAULT_STACK_SIZE: usize = 16 * 1024;
 const FAULT_IST: u8 = 1;
 /// Interrupt gate, present, ring 0.
 const INTERRUPT_GATE: u64 = 0x8e;
-
-/// The GDT: null, 64-bit code, data, TSS (filled in by [`init`]). The
-/// boot trampoline loads it as is; [`init`] adds the TSS and reloads it.
-pub static GDT: StaticCell<[u64; GDT_ENTRIES]> =
-    StaticCell::new([0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0]);
 
 /// The 64-bit task-state segment: only the interrupt stack table is used.
 #[repr(C, packed)]

@@ -153,12 +153,6 @@ macro_rules! global_logger {
     };
 }
 
-/// `defmt::panic!` and friends: log and exit like any panic.
-#[defmt::panic_handler]
-fn defmt_panic() -> ! {
-    crate::platform::exit_failure(crate::platform::ExitCode::Panic)
-}
-
 /// Logs a CPU exception.
 pub fn fatal_exception(vector: u64, error_code: u64, rip: u64, rsp: u64, fault_address: u64) {
     defmt::error!(

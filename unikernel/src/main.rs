@@ -129,7 +129,7 @@ fn setup_console(boot_info: &BootInfo) -> Console {
         platform::exit_failure(ExitCode::Console)
     };
     interrupts::set_console_mmio(found.base);
-    found.ioapic.route_level_high(found.gsi, interrupts::CONSOLE_VECTOR, apic::lapic_id());
+    found.ioapic.route_level_high(found.gsi, apic::CONSOLE_VECTOR, apic::lapic_id());
     match Console::new(found.transport) {
         Ok(console) => {
             defmt::info!(

@@ -114,3 +114,9 @@ impl Platform for MicrovmPlatform {
         }
     }
 }
+
+/// `defmt::panic!` and friends: log and exit like any panic.
+#[defmt::panic_handler]
+fn defmt_panic() -> ! {
+    exit_failure(ExitCode::Panic)
+}
