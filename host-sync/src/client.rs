@@ -19,11 +19,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wire::{Body, Flags, Frame, Message, MessageType, Payload};
+use wire::{Body, Flags, Frame, Message, Payload};
 
 use crate::conn;
 use crate::error::{Error, Result};
-use crate::proto::{CallKind, Calls, Ids, ReadyInfo, Route, check_generation};
+use crate::proto::{CallKind, Calls, Ids, Liveness, ReadyInfo, Route, check_generation};
 use crate::relay_core::{GREETING_RANGE_LEN, GreetingError, RelayCore};
 
 /// Client settings.
@@ -449,7 +449,7 @@ impl Client {
     /// which every generation with a filesystem answers.
     pub fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
-        if self.generation() >= MessageType::Ping.generation() {
+        if Liveness::for_generation(self.generation()) == Liveness::Ping {
             let call = self.begin(CallKind::Request, &wire::Ping)?;
             let frame = call.recv()?;
             match Message::decode_bytes(&frame).map(|m| m.body) {

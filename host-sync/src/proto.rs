@@ -94,8 +94,6 @@ pub struct Handshake {
 pub enum HandshakeStep {
     /// Send these bytes and keep reading.
     Send(Vec<u8>),
-    /// Keep reading.
-    Continue,
     /// Done: send `clock_sync` and start serving.
     Ready {
         /// The guest's `core.ready`.
@@ -176,6 +174,22 @@ impl Ids {
     }
 }
 
+/// How to check that the guest is alive, by the agreed generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// `core.ping` -> `core.pong` (generation 6 and later).
+    Ping,
+    /// A `Stat` of `/`, which every generation with a filesystem answers.
+    StatRoot,
+}
+
+impl Liveness {
+    /// The probe a guest of `generation` answers.
+    pub fn for_generation(generation: u8) -> Liveness {
+        if generation >= MessageType::Ping.generation() { Liveness::Ping } else { Liveness::StatRoot }
+    }
+}
+
 /// How a call ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {
@@ -239,14 +253,18 @@ impl Calls {
         self.open.is_empty()
     }
 
-    /// Routes a guest frame by its header; a TERMINAL frame closes the call.
+    /// Routes a guest frame by its header. A TERMINAL frame closes the
+    /// call; so does any frame of a call whose kind takes no data frames
+    /// (only a [`CallKind::Read`] does), so a guest cannot keep a request
+    /// or a write open with frames it does not owe: the caller gets that
+    /// frame as the call's last and reports it as a protocol error.
     pub fn route(&mut self, frame: &Frame<'_>) -> Route {
         let id = frame.id;
-        if !self.open.contains_key(&id) {
+        let Some(&kind) = self.open.get(&id) else {
             self.strays += 1;
             return Route::Stray { id };
-        }
-        let last = frame.flags.contains(Flags::TERMINAL);
+        };
+        let last = frame.flags.contains(Flags::TERMINAL) || kind != CallKind::Read;
         if last {
             self.open.remove(&id);
         }
@@ -314,6 +332,14 @@ mod tests {
     }
 
     #[test]
+    fn liveness_uses_ping_from_the_generation_that_has_it() {
+        let first = MessageType::Ping.generation();
+        assert_eq!(Liveness::for_generation(first - 1), Liveness::StatRoot);
+        assert_eq!(Liveness::for_generation(first), Liveness::Ping);
+        assert_eq!(Liveness::for_generation(u8::MAX), Liveness::Ping);
+    }
+
+    #[test]
     fn calls_route_until_their_terminal_frame() {
         let mut calls = Calls::new();
         calls.open(7, CallKind::Read);
@@ -326,5 +352,12 @@ mod tests {
         assert_eq!(calls.route(&f(&end)), Route::Call { id: 7, last: true });
         assert_eq!(calls.route(&f(&end)), Route::Stray { id: 7 });
         assert_eq!((calls.strays, calls.len()), (1, 0));
+        // A data frame on a call that takes none ends it.
+        calls.open(8, CallKind::Request);
+        calls.open(9, CallKind::Write);
+        let stray_data = |id| frame(id, &FsData { data: b"x" });
+        assert_eq!(calls.route(&f(&stray_data(8))), Route::Call { id: 8, last: true });
+        assert_eq!(calls.route(&f(&stray_data(9))), Route::Call { id: 9, last: true });
+        assert_eq!(calls.len(), 0);
     }
 }

@@ -446,7 +446,6 @@ pub fn handshake(guest: &mut UnixStream, deadline: Instant) -> Result<ReadyInfo>
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         match handshake.receive(&frame, now)? {
             HandshakeStep::Send(reply) => guest.write_all(&reply)?,
-            HandshakeStep::Continue => {}
             HandshakeStep::Ready { ready, clock_sync } => {
                 guest.write_all(&clock_sync)?;
                 guest.set_read_timeout(None)?;

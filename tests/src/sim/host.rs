@@ -281,7 +281,6 @@ impl Host {
         let Phase::Handshake(handshake) = &mut self.phase else { unreachable!("in the handshake") };
         match handshake.receive(frame, UNIX_BASE_NS + shared.now) {
             Ok(HandshakeStep::Send(bytes)) => self.own.push_back(Own::Frame(bytes)),
-            Ok(HandshakeStep::Continue) => {}
             Ok(HandshakeStep::Ready { ready, clock_sync }) => {
                 self.ready = Some(ready);
                 self.own.push_back(Own::Frame(clock_sync));
