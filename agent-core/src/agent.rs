@@ -531,8 +531,14 @@ impl<'b, F: Filesystem> Agent<'b, F> {
 
     /// Takes `n` bytes written into [`Agent::rx_space`] and handles every
     /// complete frame that the outbox has room for.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is more than [`Agent::rx_space`] offered: the driver claims
+    /// bytes it never wrote.
     pub fn rx_commit(&mut self, n: usize, now_ns: u64) {
-        self.rx.filled = (self.rx.filled + n).min(self.rx.buf.len());
+        assert!(self.rx.filled + n <= self.rx.buf.len(), "rx_commit({n}) past the receive buffer");
+        self.rx.filled += n;
         self.pump(now_ns);
     }
 
@@ -615,11 +621,19 @@ impl<'b, F: Filesystem> Agent<'b, F> {
 
     /// Records that the first `n` bytes returned by the last
     /// [`Agent::poll_transmit`] were sent.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is more than the last [`Agent::poll_transmit`] returned.
     pub fn transmitted(&mut self, n: usize, now_ns: u64) {
         match &mut self.core.chunk {
             // Chunk bytes free no outbox room: nothing deferred can go on.
-            Some(chunk) => chunk.sent += n,
+            Some(chunk) => {
+                assert!(chunk.sent + n <= chunk.head_len + chunk.len, "transmitted({n}) past the chunk");
+                chunk.sent += n;
+            }
             None => {
+                assert!(n <= self.core.out.batch().len(), "transmitted({n}) past the batch");
                 self.core.out.consume(n);
                 self.core.check_drained();
                 self.pump(now_ns);
@@ -1381,7 +1395,9 @@ impl<F: Filesystem> Core<'_, F> {
             }
             return;
         }
-        let Session::Write { writer, mode, .. } = self.sessions.swap_remove(index) else { return };
+        let Session::Write { writer, mode, .. } = self.sessions.swap_remove(index) else {
+            unreachable!("write data routed to session #{id}, which is no write")
+        };
 
         let result = self.fs.commit_write(writer, mode, now_ns);
         self.respond(id, result.map_err(|e| ("write", e)));
@@ -1527,26 +1543,22 @@ impl<F: Filesystem> Core<'_, F> {
         let chunk_size = self.config.read_chunk_size as u64;
         let (source, offset, len) = match &mut self.sessions[index] {
             Session::Read { reader, size, offset, .. } => {
+                assert!(*offset < *size, "read #{id} picked with nothing left");
                 let len = (*size - *offset).min(chunk_size) as usize;
-                let Some(reader) = reader.take() else { return false };
+                let reader = reader.take().expect("the picker takes only reads whose reader is in");
                 (Source::Snapshot(reader), *offset, len)
             }
             Session::HandleRead { handle, offset, end, sending, .. } => {
+                assert!(!*sending && *offset < *end, "handle read #{id} picked while sending or done");
                 *sending = true;
                 (Source::Handle(*handle), *offset, (*end - *offset).min(chunk_size) as usize)
             }
-            _ => return false,
+            _ => unreachable!("the picker takes only reads"),
         };
+        assert!(len <= wire::FS_CHUNK_SIZE, "a chunk of {len} bytes");
         let mut head = [0u8; DATA_FRAME_HEAD_MAX];
-        let head_len = match wire::encode_data_frame_head(id, len, &mut head) {
-            Ok(n) => n,
-            Err(_) => {
-                // Not reached (a chunk is at most FS_CHUNK_SIZE): put the
-                // source back so the session can still end.
-                self.put_back(index, source);
-                return false;
-            }
-        };
+        // A chunk is at most FS_CHUNK_SIZE, whose head fits by construction.
+        let head_len = wire::encode_data_frame_head(id, len, &mut head).expect("a chunk's head fits its buffer");
         self.chunk = Some(Chunk { id, source, offset, len, head, head_len, sent: 0, failed: false });
         self.last_read_id = id;
         true
@@ -1587,7 +1599,8 @@ impl<F: Filesystem> Core<'_, F> {
 
     /// After the last byte of a chunk: advance the read; end it if done.
     fn finish_chunk(&mut self) {
-        let Some(chunk) = self.chunk.take() else { return };
+        let chunk = self.chunk.take().expect("finish_chunk with a chunk in flight");
+        assert_eq!(chunk.sent, chunk.head_len + chunk.len, "a chunk finished before its last byte");
         self.stats.read_bytes += chunk.len as u64;
         // The session whose chunk this is: the read with this id whose
         // reader is out. If it was dropped while its chunk was in flight

@@ -95,7 +95,8 @@ impl<'b> Outbox<'b> {
 
     /// Drops the first `n` queued bytes (they were sent).
     pub fn consume(&mut self, n: usize) {
-        self.head = (self.head + n).min(self.tail);
+        assert!(self.head + n <= self.tail, "consume({n}) past the {} queued bytes", self.len());
+        self.head += n;
         if self.head == self.tail {
             self.head = 0;
             self.tail = 0;

@@ -406,7 +406,7 @@ impl RelayCore {
                 evict = Some((biggest, Eviction::RelayQueueFull));
             }
         }
-        match self.charge(lease, frame.len()) {
+        let route = match self.charge(lease, frame.len()) {
             Ok(()) => {
                 self.update_flow(lease.slot);
                 Route::Deliver { lease, evict }
@@ -416,7 +416,9 @@ impl RelayCore {
                 self.stats.dropped += 1;
                 Route::Evict(lease, why)
             }
-        }
+        };
+        self.check_invariants();
+        route
     }
 
     /// A frame queued for `lease` was written to it (or dropped with its
@@ -433,6 +435,7 @@ impl RelayCore {
             self.queued -= len;
             self.update_flow(lease.slot);
         }
+        self.check_invariants();
     }
 
     /// The client left (or was cut off and its connection closed): its slot
@@ -454,6 +457,7 @@ impl RelayCore {
             PlantedBug::ReuseBeforeDrain => SlotState::Free,
             _ => SlotState::Draining,
         };
+        self.check_invariants();
         let base = lease.slot as u32 * SLOT_STEP;
         let mut out = frame(0, &RelayClientDisconnected { id_start: base, id_end_exclusive: base + SLOT_STEP });
         out.extend_from_slice(&frame(barrier_id(lease.slot), &Ping));
@@ -556,6 +560,33 @@ impl RelayCore {
 
     /// Marks a client cut off: its queue is dropped now (the shell closes
     /// its connection; [`RelayCore::detach`] follows when its reader ends).
+    /// The accounting invariants: the total is the sum of the clients'
+    /// queues, the paused count counts paused slots, and (unless a defect
+    /// is planted to break them) every queue is within its bound. Checked
+    /// after every change in builds with debug assertions (the tests and
+    /// the simulator); a scan of [`RELAY_SLOTS`] slots.
+    fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let (mut queued, mut paused) = (0, 0);
+        for state in &self.slots {
+            if let SlotState::Attached { queued: q, paused: p, evicted, .. } = *state {
+                assert!(!evicted || q == 0, "an evicted client still has {q} bytes counted");
+                if self.options.planted != PlantedBug::NoEviction {
+                    assert!(q <= self.options.client_queue_bytes, "a client queue of {q} bytes is over its bound");
+                }
+                queued += q;
+                paused += usize::from(p);
+            }
+        }
+        assert_eq!(queued, self.queued, "the relay's total is not the sum of its clients' queues");
+        assert_eq!(paused, self.paused, "the paused count does not match the paused slots");
+        if self.options.planted != PlantedBug::NoEviction {
+            assert!(self.queued <= self.options.total_queue_bytes, "{} bytes queued, over the bound", self.queued);
+        }
+    }
+
     fn evict(&mut self, lease: Lease) {
         if let SlotState::Attached { incarnation, queued, evicted, .. } = &mut self.slots[lease.slot]
             && *incarnation == lease.incarnation

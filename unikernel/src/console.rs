@@ -160,7 +160,9 @@ impl<const N: usize> RxRing<N> {
     }
 
     fn buffer(&self, slot: usize) -> *mut u8 {
-        // SAFETY: `slot < N`, so the offset stays inside the ring's memory.
+        assert!(slot < N, "buffer slot {slot} of {N}");
+        // SAFETY: `slot < N` (asserted), so the offset stays inside the
+        // ring's memory of N buffers.
         unsafe { self.memory.add(slot * self.buffer_size) }
     }
 
@@ -223,7 +225,9 @@ impl<const N: usize> TxRing<N> {
     }
 
     fn buffer(&self, slot: usize) -> *mut u8 {
-        // SAFETY: `slot < N`, so the offset stays inside the ring's memory.
+        assert!(slot < N, "buffer slot {slot} of {N}");
+        // SAFETY: `slot < N` (asserted), so the offset stays inside the
+        // ring's memory of N buffers.
         unsafe { self.memory.add(slot * self.buffer_size) }
     }
 

@@ -108,6 +108,7 @@ pub fn parse_frame(buf: &[u8]) -> Result<FrameStatus<'_>, Error> {
     let Some(bytes) = buf.get(..total) else {
         return Ok(FrameStatus::Incomplete { needed: total - buf.len() });
     };
+    debug_assert!(total >= HEADER_SIZE, "check_len lets no frame shorter than its header through");
     let id = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let frame = Frame { id, flags: Flags(bytes[8]), body: &bytes[HEADER_SIZE..] };
     Ok(FrameStatus::Complete { frame, consumed: total })
@@ -141,7 +142,9 @@ impl<'a> Frame<'a> {
 /// The caller has checked that `out` holds at least [`HEADER_SIZE`] bytes
 /// and that the frame fits [`MAX_FRAME`].
 pub(crate) fn write_header(out: &mut [u8], id: u32, flags: Flags, body_len: usize) {
-    let len = (body_len + HEADER_SIZE - LEN_PREFIX_SIZE) as u32;
+    let len = body_len + HEADER_SIZE - LEN_PREFIX_SIZE;
+    assert!(len <= MAX_FRAME as usize, "a header for a {len}-byte frame");
+    let len = len as u32;
     out[0..4].copy_from_slice(&len.to_be_bytes());
     out[4..8].copy_from_slice(&id.to_be_bytes());
     out[8] = flags.0;

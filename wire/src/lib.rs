@@ -184,7 +184,9 @@ pub fn encode_frame_as<P: Payload + ?Sized>(
     let mut e = Encoder::new(cbor::SliceWriter::new(&mut out[start..total]));
     // The sink is exactly `payload_len` long, which is what encoding writes.
     payload.encode(&mut e).map_err(|_| EncodeError::BufferTooSmall { needed: total, available: total })?;
-    debug_assert_eq!(e.writer().position(), payload_len, "payload wrote another length than it measured");
+    // Postcondition: the payload wrote exactly what it measured, so the
+    // length prefix written first is true.
+    assert_eq!(start + e.writer().position(), total, "payload wrote another length than it measured");
     Ok(total)
 }
 
@@ -225,6 +227,8 @@ pub fn encode_data_frame_head(
     let n = HEADER_SIZE
         + Envelope::write_head(&mut out[HEADER_SIZE..], MessageType::FsData, PROTOCOL_GENERATION, payload_len);
     out[n..n + payload_head_len].copy_from_slice(&payload_head[..payload_head_len]);
+    // Postcondition: the head plus `data_len` bytes is the whole frame.
+    debug_assert_eq!(n + payload_head_len + data_len, LEN_PREFIX_SIZE + len);
     Ok(n + payload_head_len)
 }
 
