@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use crate::conn;
 use crate::error::{Error, Result};
 use crate::proto::{CallKind, Calls, Ids, Liveness, ReadyInfo, Route, check_generation};
 use crate::relay_core::{GREETING_RANGE_LEN, GreetingError, RelayCore};
+use crate::sync::{FrameQueue, Popped, lock};
 
 /// Client settings.
 #[derive(Debug, Clone, Copy)]
@@ -100,86 +101,41 @@ impl Closed {
     }
 }
 
-/// Frames for one call.
+/// Frames for one call: the reader pushes, the caller pops.
 struct Mailbox {
-    inbox: Mutex<Inbox>,
-    ready: Condvar,
-}
-
-#[derive(Default)]
-struct Inbox {
-    frames: VecDeque<Vec<u8>>,
-    bytes: usize,
-    closed: Option<Closed>,
-    abandoned: bool,
+    queue: FrameQueue<Closed>,
 }
 
 impl Mailbox {
     fn new() -> Arc<Mailbox> {
-        Arc::new(Mailbox { inbox: Mutex::new(Inbox::default()), ready: Condvar::new() })
+        Arc::new(Mailbox { queue: FrameQueue::new() })
     }
 
     /// Queues a frame, waiting up to `timeout` for room. Returns false if
     /// the caller never made room (the frame is dropped).
     fn push(&self, frame: Vec<u8>, limit: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut inbox = lock(&self.inbox);
-        while inbox.bytes + frame.len() > limit && !inbox.frames.is_empty() && !inbox.abandoned {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            inbox = self.ready.wait_timeout(inbox, left).unwrap_or_else(|e| e.into_inner()).0;
-        }
-        if inbox.abandoned {
-            return true;
-        }
-        inbox.bytes += frame.len();
-        inbox.frames.push_back(frame);
-        self.ready.notify_all();
-        true
+        self.queue.push(frame, limit, Instant::now() + timeout)
     }
 
     /// Ends the call's stream. Queued frames are dropped unless the call's
     /// last frame is among them: without it the call cannot succeed, so it
     /// fails now rather than after draining data.
     fn close(&self, why: &Closed) {
-        let mut inbox = lock(&self.inbox);
-        inbox.closed.get_or_insert_with(|| why.clone());
-        let complete =
-            inbox.frames.iter().any(|f| Frame::parse(f).is_ok_and(|frame| frame.flags.contains(Flags::TERMINAL)));
-        if !complete {
-            inbox.frames.clear();
-            inbox.bytes = 0;
-        }
-        self.ready.notify_all();
+        let complete = |frames: &VecDeque<Vec<u8>>| {
+            frames.iter().any(|f| Frame::parse(f).is_ok_and(|frame| frame.flags.contains(Flags::TERMINAL)))
+        };
+        self.queue.close(why.clone(), complete);
     }
 
     /// The next frame, waiting up to `timeout` (`None`: do not wait).
     fn pop(&self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut inbox = lock(&self.inbox);
-        loop {
-            if let Some(frame) = inbox.frames.pop_front() {
-                inbox.bytes -= frame.len();
-                self.ready.notify_all();
-                return Ok(Some(frame));
-            }
-            if let Some(why) = &inbox.closed {
-                return Err(why.error());
-            }
-            let Some(deadline) = deadline else { return Ok(None) };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout(timeout.unwrap_or_default()));
-            }
-            inbox = self.ready.wait_timeout(inbox, left).unwrap_or_else(|e| e.into_inner()).0;
+        match self.queue.pop(Some(Instant::now() + timeout.unwrap_or_default())) {
+            Popped::Frame(frame) => Ok(Some(frame)),
+            Popped::Closed(why) => Err(why.error()),
+            Popped::TimedOut if timeout.is_none() => Ok(None),
+            Popped::TimedOut => Err(Error::Timeout(timeout.unwrap_or_default())),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One call in flight: receives its frames; forgets the call when dropped.
@@ -220,11 +176,7 @@ impl Drop for Call<'_> {
         state.calls.close(self.id);
         state.mailboxes.remove(&self.id);
         drop(state);
-        let mut inbox = lock(&self.mailbox.inbox);
-        inbox.abandoned = true;
-        inbox.frames.clear();
-        inbox.bytes = 0;
-        self.mailbox.ready.notify_all();
+        self.mailbox.queue.discard();
     }
 }
 

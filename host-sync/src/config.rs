@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::guest_log::GuestLog;
 use crate::qemu::{Accel, Tuning, find_qemu};
 use crate::relay_core::RelayOptions;
+use crate::sync::lock;
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
@@ -424,12 +425,12 @@ static QEMU_VERSIONS: Mutex<Vec<(PathBuf, QemuVersion)>> = Mutex::new(Vec::new()
 
 /// Checks that `qemu` runs and is at least [`MIN_QEMU_VERSION`].
 pub fn check_qemu(qemu: &Path) -> Result<QemuVersion> {
-    let known = QEMU_VERSIONS.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(p, _)| p == qemu).map(|v| v.1);
+    let known = lock(&QEMU_VERSIONS).iter().find(|(p, _)| p == qemu).map(|v| v.1);
     let version = match known {
         Some(v) => v,
         None => {
             let v = qemu_version(qemu)?;
-            QEMU_VERSIONS.lock().unwrap_or_else(|e| e.into_inner()).push((qemu.to_path_buf(), v));
+            lock(&QEMU_VERSIONS).push((qemu.to_path_buf(), v));
             v
         }
     };

@@ -1,6 +1,7 @@
 //! The guest's log: defmt frames from the debug console, decoded with the
 //! guest ELF's table and forwarded to the host's log sink.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ pub struct LogTail {
 
 impl LogTail {
     fn push(&self, line: String) {
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = lock(&self.lines);
         if lines.len() == LOG_TAIL_LINES {
             lines.pop_front();
         }
@@ -47,7 +48,7 @@ impl LogTail {
 
     /// The kept lines, oldest first.
     pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        lock(&self.lines).iter().cloned().collect()
     }
 }
 

@@ -18,6 +18,7 @@ pub mod relay;
 pub mod relay_core;
 pub mod sandbox;
 pub mod shell;
+mod sync;
 
 pub use client::{Client, ClientOptions};
 pub use config::{CheckedConfig, ConfigError, SandboxConfig};

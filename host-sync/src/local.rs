@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// How many fresh random names are tried before creating a private file or
 /// directory gives up. A name collides only when someone made it first;
@@ -53,7 +54,7 @@ pub fn create_unique<T>(
 static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 fn partial() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    PARTIAL.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&PARTIAL)
 }
 
 /// Removes the temporary files of every download still in progress in
@@ -167,7 +168,7 @@ mod tests {
     static SERIAL: Mutex<()> = Mutex::new(());
 
     fn serial() -> std::sync::MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&SERIAL)
     }
 
     fn scratch(name: &str) -> PathBuf {

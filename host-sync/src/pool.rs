@@ -15,7 +15,7 @@
 //! are killed.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use crate::config::CheckedConfig;
 use crate::config::SandboxConfig;
 use crate::error::Error;
 use crate::sandbox::Sandbox;
+use crate::sync::{lock, wait, wait_timeout};
 
 /// The most sandboxes a pool keeps ready.
 pub const MAX_POOL_SIZE: usize = 256;
@@ -147,12 +148,6 @@ struct Shared {
     checked: CheckedConfig,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// Keeps booted sandboxes ready to hand out (see the module docs).
 pub struct SandboxPool {
     shared: Arc<Shared>,
@@ -204,7 +199,7 @@ impl SandboxPool {
     /// is. On an empty pool whose last boot failed, the failure, at once.
     pub fn acquire(&self, timeout: Duration) -> Result<Sandbox, PoolError> {
         let deadline = Instant::now() + timeout;
-        let mut state = self.shared.lock();
+        let mut state = lock(&self.shared.state);
         loop {
             if state.closed {
                 return Err(PoolError::Closed);
@@ -226,13 +221,13 @@ impl SandboxPool {
             if left.is_zero() {
                 return Err(PoolError::Timeout(timeout));
             }
-            state = self.shared.changed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+            state = wait_timeout(&self.shared.changed, state, left);
         }
     }
 
     /// A ready sandbox if there is one now, without waiting.
     pub fn try_acquire(&self) -> Option<Sandbox> {
-        let mut state = self.shared.lock();
+        let mut state = lock(&self.shared.state);
         let sandbox = take_live(&mut state)?;
         state.handed_out += 1;
         drop(state);
@@ -248,7 +243,7 @@ impl SandboxPool {
 
     /// The pool's figures now.
     pub fn stats(&self) -> PoolStats {
-        let state = self.shared.lock();
+        let state = lock(&self.shared.state);
         PoolStats {
             ready: state.ready.len(),
             booting: state.booting,
@@ -260,7 +255,7 @@ impl SandboxPool {
 
     /// The QEMU process ids of the sandboxes ready now.
     pub fn ready_pids(&self) -> Vec<u32> {
-        self.shared.lock().ready.iter().map(Sandbox::pid).collect()
+        lock(&self.shared.state).ready.iter().map(Sandbox::pid).collect()
     }
 
     /// Waits until `n` sandboxes are ready (at most the pool's size), or
@@ -268,13 +263,13 @@ impl SandboxPool {
     pub fn wait_ready(&self, n: usize, timeout: Duration) -> usize {
         let n = n.min(self.shared.size);
         let deadline = Instant::now() + timeout;
-        let mut state = self.shared.lock();
+        let mut state = lock(&self.shared.state);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if state.ready.len() >= n || state.failure.is_some() || state.closed || left.is_zero() {
                 return state.ready.len();
             }
-            state = self.shared.changed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+            state = wait_timeout(&self.shared.changed, state, left);
         }
     }
 }
@@ -282,7 +277,7 @@ impl SandboxPool {
 impl Drop for SandboxPool {
     fn drop(&mut self) {
         let ready = {
-            let mut state = self.shared.lock();
+            let mut state = lock(&self.shared.state);
             state.closed = true;
             std::mem::take(&mut state.ready)
         };
@@ -310,27 +305,27 @@ fn take_live(state: &mut State) -> Option<Sandbox> {
 /// and booting together), waiting out the back-off after a failure.
 fn refill(shared: &Shared) {
     loop {
-        let mut state = shared.lock();
+        let mut state = lock(&shared.state);
         loop {
             if state.closed {
                 return;
             }
             let room = state.ready.len() + state.booting < shared.size;
-            let wait = state.failure.as_ref().map(|(_, _, next)| next.saturating_duration_since(Instant::now()));
-            match wait {
+            let backoff = state.failure.as_ref().map(|(_, _, next)| next.saturating_duration_since(Instant::now()));
+            match backoff {
                 Some(left) if room && !left.is_zero() => {
-                    state = shared.changed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+                    state = wait_timeout(&shared.changed, state, left);
                 }
                 // After a failure, one boot at a time tries again.
                 Some(_) if room && state.booting == 0 => break,
                 None if room => break,
-                _ => state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                _ => state = wait(&shared.changed, state),
             }
         }
         state.booting += 1;
         drop(state);
         let booted = Sandbox::start_checked(shared.checked.clone());
-        let mut state = shared.lock();
+        let mut state = lock(&shared.state);
         state.booting -= 1;
         match booted {
             Ok(sandbox) if !state.closed => {

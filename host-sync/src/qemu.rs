@@ -1,6 +1,7 @@
 //! The QEMU command line, in one place: everything that boots the guest
 //! (the library, the CLI, tests, benchmarks) builds it here.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -149,11 +150,11 @@ impl SeccompPolicy {
 pub fn seccomp_support(qemu: &Path) -> Result<SeccompPolicy, String> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, Result<SeccompPolicy, String>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(known) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(qemu) {
+    if let Some(known) = lock(cache).get(qemu) {
         return known.clone();
     }
     let probed = probe_seccomp(qemu);
-    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(qemu.to_path_buf(), probed.clone());
+    lock(cache).insert(qemu.to_path_buf(), probed.clone());
     probed
 }
 

@@ -34,15 +34,14 @@
 //! A client frame is at most [`wire::MAX_FRAME_BYTES`] and each client
 //! thread holds one at a time.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use wire::relay::{RELAY_SLOTS, SLOT_STEP};
 
@@ -55,56 +54,39 @@ use crate::client::{Client, ClientOptions};
 use crate::conn::{self, header};
 use crate::error::Result;
 use crate::proto::ReadyInfo;
+use crate::sync::{FrameQueue, Popped, lock};
 
 /// How long the relay waits to write a greeting to a new client.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Frames waiting to be written to one client. Its size is bounded by
-/// [`RelayCore`], which counts every frame before it is queued.
+/// [`RelayCore`], which counts every frame before it is queued, so a push
+/// never waits; a close drops what is queued.
 struct Outbound {
-    queue: Mutex<Queue>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Queue {
-    frames: VecDeque<Vec<u8>>,
-    closed: bool,
+    queue: FrameQueue<()>,
 }
 
 impl Outbound {
-    /// Queues a frame (never waits).
-    fn push(&self, frame: Vec<u8>) {
-        let mut q = lock(&self.queue);
-        if !q.closed {
-            q.frames.push_back(frame);
-            self.changed.notify_all();
-        }
+    fn new() -> Arc<Outbound> {
+        Arc::new(Outbound { queue: FrameQueue::new() })
     }
 
+    /// Queues a frame (never waits; dropped once the queue is closed).
+    fn push(&self, frame: Vec<u8>) {
+        self.queue.push(frame, usize::MAX, Instant::now());
+    }
+
+    /// The next frame, waiting for one; `None` once closed.
     fn pop(&self) -> Option<Vec<u8>> {
-        let mut q = lock(&self.queue);
-        loop {
-            if let Some(frame) = q.frames.pop_front() {
-                return Some(frame);
-            }
-            if q.closed {
-                return None;
-            }
-            q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+        match self.queue.pop(None) {
+            Popped::Frame(frame) => Some(frame),
+            Popped::Closed(()) | Popped::TimedOut => None,
         }
     }
 
     /// Closes the queue and drops what it holds.
     fn close(&self) {
-        let mut q = lock(&self.queue);
-        q.closed = true;
-        q.frames.clear();
-        self.changed.notify_all();
+        self.queue.close((), |_| false);
     }
 }
 
@@ -277,7 +259,7 @@ fn attach(shared: &Arc<Shared>, mut stream: UnixStream, host: bool) -> Result<()
         detach(shared, lease);
         return Err(e.into());
     }
-    let out = Arc::new(Outbound { queue: Mutex::new(Queue::default()), changed: Condvar::new() });
+    let out = Outbound::new();
     let (reader, writer) = (stream.try_clone()?, stream.try_clone()?);
     lock(&shared.clients)[lease.slot] = Some(Attached { lease, stream, out: Arc::clone(&out) });
     let s = Arc::clone(shared);

@@ -31,6 +31,7 @@ use crate::local;
 use crate::proto::{Handshake, HandshakeStep, ReadyInfo};
 use crate::qemu::{self, ConsolePort, LogSink, QemuConfig, SeccompPolicy};
 use crate::relay::Relay;
+use crate::sync::{lock, wait_timeout};
 
 /// How long a broken guest stream waits for QEMU's exit to be seen, so
 /// the error names the exit rather than a reset connection.
@@ -66,7 +67,7 @@ fn seccomp_for(qemu: &Path, confine: bool) -> Option<SeccompPolicy> {
 /// Prints a warning on standard error, once per process.
 fn warn_once(message: String) {
     static SHOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let mut shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut shown = lock(&SHOWN);
     if !shown.contains(&message) {
         eprintln!("picosandbox: warning: {message}");
         shown.push(message);
@@ -97,18 +98,18 @@ struct Vm {
 
 impl Vm {
     fn status(&self) -> Option<ExitStatus> {
-        *self.exit.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.exit)
     }
 
     fn wait(&self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        let mut exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut exit = lock(&self.exit);
         while exit.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
-            exit = self.exited.wait_timeout(exit, left).unwrap_or_else(|e| e.into_inner()).0;
+            exit = wait_timeout(&self.exited, exit, left);
         }
         *exit
     }
@@ -118,7 +119,7 @@ impl Vm {
     }
 
     fn stderr_tail(&self) -> String {
-        let bytes: Vec<u8> = self.stderr.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+        let bytes: Vec<u8> = lock(&self.stderr).iter().copied().collect();
         String::from_utf8_lossy(&bytes).trim().to_string()
     }
 }
@@ -512,7 +513,7 @@ fn spawn(config: QemuConfig) -> Result<Arc<Vm>> {
                     if n == 0 {
                         break;
                     }
-                    let mut tail = vm.stderr.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut tail = lock(&vm.stderr);
                     tail.extend(&buf[..n]);
                     let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
                     tail.drain(..excess);
@@ -530,7 +531,7 @@ fn spawn(config: QemuConfig) -> Result<Arc<Vm>> {
             }
         }
         let status = child.wait().ok();
-        *vm.exit.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        *lock(&vm.exit) = status;
         vm.exited.notify_all();
     })?;
     rx.recv().map_err(|_| Error::Boot("the VM thread died".into()))?
