@@ -73,9 +73,7 @@ use wire::{
     Pong, Ready, RelayClientDisconnected, RelayFlow, ResolvedUser,
 };
 
-use crate::fs::{
-    AttrError, EntryKind, Filesystem, FsError, Metadata, MissingParents, Mtime, OpenOptions, Owner, SetAttrs,
-};
+use crate::fs::{AttrError, Filesystem, FsError, Metadata, MissingParents, Mtime, OpenOptions, Owner, SetAttrs};
 use crate::handles::{Full, HandleMemory, Handles, MAX_HANDLES_PER_CLIENT, Open};
 use crate::outbox::Outbox;
 use crate::path::{MAX_NAME_LEN, MAX_PATH_LEN, PathBuf};
@@ -1728,12 +1726,7 @@ fn unix_seconds(t: Mtime, wall: Option<(u64, u64)>) -> Option<i64> {
 /// The wire form of an entry's metadata: 9 fields for the current
 /// dialect, the seed-era 5 otherwise.
 fn entry_info<'p>(path: &'p str, m: &Metadata, wall: Option<(u64, u64)>, current: bool) -> FsEntryInfo<'p> {
-    let kind = match m.kind {
-        EntryKind::File => FsEntryKind::File,
-        EntryKind::Dir => FsEntryKind::Dir,
-        EntryKind::Symlink => FsEntryKind::Symlink,
-        EntryKind::Other => FsEntryKind::Other,
-    };
+    let kind: FsEntryKind<'p> = m.kind.map(|never| match never {});
     let modified = unix_seconds(m.modified, wall);
     let extra =
         current.then(|| EntryExtra { uid: m.uid, gid: m.gid, atime: unix_seconds(m.accessed, wall), mtime: modified });

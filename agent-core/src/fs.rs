@@ -35,18 +35,9 @@ pub const MAX_SYMLINK_FOLLOWS: u32 = 40;
 /// directories `0o777 & !UMASK`.
 pub const UMASK: u32 = 0o022;
 
-/// What a filesystem entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-    /// A symbolic link.
-    Symlink,
-    /// Anything else (device, socket, fifo).
-    Other,
-}
+/// What a filesystem entry is: the protocol's kind, of which this
+/// filesystem never makes an unknown one.
+pub type EntryKind = wire::EntryKind<core::convert::Infallible>;
 
 /// `st_mode` type bits.
 pub mod mode {

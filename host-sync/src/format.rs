@@ -33,13 +33,7 @@ const UNIT_STEP: u64 = 1024;
 /// The protocol's name for a kind (`file`, `dir`, `symlink`, `other`), or
 /// the guest's own word for a kind this client does not know.
 pub fn kind_name(kind: &EntryKind) -> &str {
-    match kind {
-        EntryKind::File => "file",
-        EntryKind::Dir => "dir",
-        EntryKind::Symlink => "symlink",
-        EntryKind::Other => "other",
-        EntryKind::Unknown(word) => word,
-    }
+    kind.as_str()
 }
 
 /// `rwxr-xr-x` for permission bits.

@@ -7,27 +7,16 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use wire::{Body, FsEntryInfo, FsEntryKind, FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData, FsSetAttrs};
+use wire::{Body, FsEntryInfo, FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData, FsSetAttrs};
 
 use crate::client::{Call, Client, decode};
 use crate::error::{Error, Result};
 use crate::local::Download;
 use crate::proto::CallKind;
 
-/// What an entry is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-    /// A symbolic link.
-    Symlink,
-    /// Something else.
-    Other,
-    /// A kind this client does not know, as the guest named it.
-    Unknown(String),
-}
+/// What an entry is: the protocol's kind, keeping a kind this client does
+/// not know as the guest named it.
+pub type EntryKind = wire::EntryKind<String>;
 
 /// Metadata of one guest entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +41,7 @@ pub struct Entry {
 
 impl Entry {
     fn from_wire(e: &FsEntryInfo<'_>) -> Entry {
-        let kind = match e.kind {
-            FsEntryKind::File => EntryKind::File,
-            FsEntryKind::Dir => EntryKind::Dir,
-            FsEntryKind::Symlink => EntryKind::Symlink,
-            FsEntryKind::Other => EntryKind::Other,
-            FsEntryKind::Unknown(s) => EntryKind::Unknown(s.to_string()),
-        };
+        let kind = e.kind.map(str::to_string);
         Entry {
             path: e.path.to_string(),
             kind,

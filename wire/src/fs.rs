@@ -780,9 +780,12 @@ impl<'a> DecodePayload<'a> for FsData<'a> {
     }
 }
 
-/// The kind of a filesystem entry (text on the wire; unknown texts are kept).
+/// The kind of a filesystem entry: text on the wire, and the one kind
+/// type of the whole stack. `S` holds a text this protocol does not
+/// define, kept as sent: `&str` when decoding ([`FsEntryKind`]), `String`
+/// in a host that keeps it, and a guest never makes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FsEntryKind<'a> {
+pub enum EntryKind<S> {
     /// A regular file (`"file"`).
     File,
     /// A directory (`"dir"`).
@@ -792,29 +795,48 @@ pub enum FsEntryKind<'a> {
     /// Anything else (`"other"`).
     Other,
     /// A text this protocol does not define, kept as sent.
-    Unknown(&'a str),
+    Unknown(S),
 }
 
-impl<'a> FsEntryKind<'a> {
+/// An entry kind as decoded: an unknown text borrows the frame.
+pub type FsEntryKind<'a> = EntryKind<&'a str>;
+
+impl<S: AsRef<str>> EntryKind<S> {
     /// The wire text.
-    pub const fn as_str(&self) -> &'a str {
+    pub fn as_str(&self) -> &str {
         match self {
-            FsEntryKind::File => "file",
-            FsEntryKind::Dir => "dir",
-            FsEntryKind::Symlink => "symlink",
-            FsEntryKind::Other => "other",
-            FsEntryKind::Unknown(s) => s,
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Other => "other",
+            EntryKind::Unknown(s) => s.as_ref(),
         }
     }
+}
 
+impl<S> EntryKind<S> {
+    /// The same kind with an unknown text turned by `f` (e.g. into an
+    /// owned string).
+    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> EntryKind<T> {
+        match self {
+            EntryKind::File => EntryKind::File,
+            EntryKind::Dir => EntryKind::Dir,
+            EntryKind::Symlink => EntryKind::Symlink,
+            EntryKind::Other => EntryKind::Other,
+            EntryKind::Unknown(s) => EntryKind::Unknown(f(s)),
+        }
+    }
+}
+
+impl<'a> EntryKind<&'a str> {
     /// The kind for a wire text.
     pub fn from_wire(s: &'a str) -> Self {
         match s {
-            "file" => FsEntryKind::File,
-            "dir" => FsEntryKind::Dir,
-            "symlink" => FsEntryKind::Symlink,
-            "other" => FsEntryKind::Other,
-            s => FsEntryKind::Unknown(s),
+            "file" => EntryKind::File,
+            "dir" => EntryKind::Dir,
+            "symlink" => EntryKind::Symlink,
+            "other" => EntryKind::Other,
+            s => EntryKind::Unknown(s),
         }
     }
 }

@@ -127,8 +127,8 @@ pub use frame::{
     parse_frame,
 };
 pub use fs::{
-    BulkOffer, EntryExtra, EntryIter, EntryList, EntrySource, FS_CHUNK_SIZE, FsData, FsEntryInfo, FsEntryKind, FsOp,
-    FsOpenOptions, FsRequest, FsResponse, FsResponseData, FsSetAttrs, IterEntries,
+    BulkOffer, EntryExtra, EntryIter, EntryKind, EntryList, EntrySource, FS_CHUNK_SIZE, FsData, FsEntryInfo,
+    FsEntryKind, FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData, FsSetAttrs, IterEntries,
 };
 pub use message::{CORE_ERROR_GENERATION, MessageType, PROTOCOL_GENERATION};
 
