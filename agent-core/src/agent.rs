@@ -535,7 +535,7 @@ impl<'b, F: Filesystem> Agent<'b, F> {
     /// If `n` is more than [`Agent::rx_space`] offered: the driver claims
     /// bytes it never wrote.
     pub fn rx_commit(&mut self, n: usize, now_ns: u64) {
-        assert!(self.rx.filled + n <= self.rx.buf.len(), "rx_commit({n}) past the receive buffer");
+        assert!(self.rx.filled + n <= self.rx.buf.len(), "rx_commit past the receive buffer");
         self.rx.filled += n;
         self.pump(now_ns);
     }
@@ -627,11 +627,11 @@ impl<'b, F: Filesystem> Agent<'b, F> {
         match &mut self.core.chunk {
             // Chunk bytes free no outbox room: nothing deferred can go on.
             Some(chunk) => {
-                assert!(chunk.sent + n <= chunk.head_len + chunk.len, "transmitted({n}) past the chunk");
+                assert!(chunk.sent + n <= chunk.head_len + chunk.len, "transmitted past the chunk");
                 chunk.sent += n;
             }
             None => {
-                assert!(n <= self.core.out.batch().len(), "transmitted({n}) past the batch");
+                assert!(n <= self.core.out.batch().len(), "transmitted past the batch");
                 self.core.out.consume(n);
                 self.core.check_drained();
                 self.pump(now_ns);
@@ -1394,7 +1394,7 @@ impl<F: Filesystem> Core<'_, F> {
             return;
         }
         let Session::Write { writer, mode, .. } = self.sessions.swap_remove(index) else {
-            unreachable!("write data routed to session #{id}, which is no write")
+            unreachable!("write data routed to a session that is no write")
         };
 
         let result = self.fs.commit_write(writer, mode, now_ns);
@@ -1541,19 +1541,19 @@ impl<F: Filesystem> Core<'_, F> {
         let chunk_size = self.config.read_chunk_size as u64;
         let (source, offset, len) = match &mut self.sessions[index] {
             Session::Read { reader, size, offset, .. } => {
-                assert!(*offset < *size, "read #{id} picked with nothing left");
+                assert!(*offset < *size, "a read picked with nothing left");
                 let len = (*size - *offset).min(chunk_size) as usize;
                 let reader = reader.take().expect("the picker takes only reads whose reader is in");
                 (Source::Snapshot(reader), *offset, len)
             }
             Session::HandleRead { handle, offset, end, sending, .. } => {
-                assert!(!*sending && *offset < *end, "handle read #{id} picked while sending or done");
+                assert!(!*sending && *offset < *end, "a handle read picked while sending or done");
                 *sending = true;
                 (Source::Handle(*handle), *offset, (*end - *offset).min(chunk_size) as usize)
             }
             _ => unreachable!("the picker takes only reads"),
         };
-        assert!(len <= wire::FS_CHUNK_SIZE, "a chunk of {len} bytes");
+        assert!(len <= wire::FS_CHUNK_SIZE, "a chunk over FS_CHUNK_SIZE");
         let mut head = [0u8; DATA_FRAME_HEAD_MAX];
         // A chunk is at most FS_CHUNK_SIZE, whose head fits by construction.
         let head_len = wire::encode_data_frame_head(id, len, &mut head).expect("a chunk's head fits its buffer");
@@ -1598,7 +1598,7 @@ impl<F: Filesystem> Core<'_, F> {
     /// After the last byte of a chunk: advance the read; end it if done.
     fn finish_chunk(&mut self) {
         let chunk = self.chunk.take().expect("finish_chunk with a chunk in flight");
-        assert_eq!(chunk.sent, chunk.head_len + chunk.len, "a chunk finished before its last byte");
+        assert!(chunk.sent == chunk.head_len + chunk.len, "a chunk finished before its last byte");
         self.stats.read_bytes += chunk.len as u64;
         // The session whose chunk this is: the read with this id whose
         // reader is out. If it was dropped while its chunk was in flight

@@ -95,7 +95,7 @@ impl<'b> Outbox<'b> {
 
     /// Drops the first `n` queued bytes (they were sent).
     pub fn consume(&mut self, n: usize) {
-        assert!(self.head + n <= self.tail, "consume({n}) past the {} queued bytes", self.len());
+        assert!(self.head + n <= self.tail, "consume past the queued bytes");
         self.head += n;
         if self.head == self.tail {
             self.head = 0;

@@ -160,7 +160,7 @@ impl<const N: usize> RxRing<N> {
     }
 
     fn buffer(&self, slot: usize) -> *mut u8 {
-        assert!(slot < N, "buffer slot {slot} of {N}");
+        assert!(slot < N, "buffer slot out of the ring");
         // SAFETY: `slot < N` (asserted), so the offset stays inside the
         // ring's memory of N buffers.
         unsafe { self.memory.add(slot * self.buffer_size) }
@@ -225,7 +225,7 @@ impl<const N: usize> TxRing<N> {
     }
 
     fn buffer(&self, slot: usize) -> *mut u8 {
-        assert!(slot < N, "buffer slot {slot} of {N}");
+        assert!(slot < N, "buffer slot out of the ring");
         // SAFETY: `slot < N` (asserted), so the offset stays inside the
         // ring's memory of N buffers.
         unsafe { self.memory.add(slot * self.buffer_size) }

@@ -143,7 +143,7 @@ impl<'a> Frame<'a> {
 /// and that the frame fits [`MAX_FRAME`].
 pub(crate) fn write_header(out: &mut [u8], id: u32, flags: Flags, body_len: usize) {
     let len = body_len + HEADER_SIZE - LEN_PREFIX_SIZE;
-    assert!(len <= MAX_FRAME as usize, "a header for a {len}-byte frame");
+    assert!(len <= MAX_FRAME as usize, "a header for a frame over MAX_FRAME");
     let len = len as u32;
     out[0..4].copy_from_slice(&len.to_be_bytes());
     out[4..8].copy_from_slice(&id.to_be_bytes());
