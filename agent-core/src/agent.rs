@@ -918,7 +918,7 @@ impl<F: Filesystem> Core<'_, F> {
             self.core_error(id, None, CoreErrorKind::InvalidSession, &message, t);
             return Handled::Done;
         }
-        let name = op_name(&op);
+        let name = op.error_prefix();
         // Paths are passed as sent (the filesystem resolves them as Linux
         // does); one longer than any path could be is refused before an
         // answer would echo it.
@@ -1822,33 +1822,6 @@ fn decode_inbound(t: MessageType, p: &[u8]) -> Result<Option<Body<'_>>, wire::Er
             return Ok(None);
         }
     }))
-}
-
-fn op_name(op: &FsOp<'_>) -> &'static str {
-    match op {
-        FsOp::Stat { .. } => "stat",
-        FsOp::List { .. } => "list",
-        FsOp::Read { .. } => "read",
-        FsOp::Write { .. } => "write",
-        FsOp::Mkdir { .. } => "mkdir",
-        FsOp::Remove { .. } => "remove",
-        FsOp::RemoveDir { .. } => "remove_dir",
-        FsOp::Copy { .. } => "copy",
-        FsOp::Rename { .. } => "rename",
-        FsOp::RealPath { .. } => "realpath",
-        FsOp::SetStat { .. } => "setstat",
-        FsOp::ReadLink { .. } => "readlink",
-        FsOp::Symlink { .. } => "symlink",
-        FsOp::MkdirWith { .. } => "mkdir",
-        FsOp::OpenFile { .. } => "open",
-        FsOp::OpenDir { .. } => "opendir",
-        FsOp::CloseHandle { .. } => "close",
-        FsOp::ReadHandle { .. } => "read",
-        FsOp::WriteHandle { .. } => "write",
-        FsOp::ReadDir { .. } => "readdir",
-        FsOp::FStat { .. } => "fstat",
-        FsOp::FSetStat { .. } => "fsetstat",
-    }
 }
 
 /// Formats a value for a log line (defmt gets a `Display2Format`).

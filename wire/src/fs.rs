@@ -552,6 +552,35 @@ impl<'a> FsOp<'a> {
         }
     }
 
+    /// The operation's name as the reference agent puts it in front of its
+    /// error messages (`"remove_dir: Directory not empty (os error 39)"`).
+    pub const fn error_prefix(&self) -> &'static str {
+        match self {
+            FsOp::Stat { .. } => "stat",
+            FsOp::List { .. } => "list",
+            FsOp::Read { .. } => "read",
+            FsOp::Write { .. } => "write",
+            FsOp::Mkdir { .. } => "mkdir",
+            FsOp::Remove { .. } => "remove",
+            FsOp::RemoveDir { .. } => "remove_dir",
+            FsOp::Copy { .. } => "copy",
+            FsOp::Rename { .. } => "rename",
+            FsOp::RealPath { .. } => "realpath",
+            FsOp::SetStat { .. } => "setstat",
+            FsOp::ReadLink { .. } => "readlink",
+            FsOp::Symlink { .. } => "symlink",
+            FsOp::MkdirWith { .. } => "mkdir",
+            FsOp::OpenFile { .. } => "open",
+            FsOp::OpenDir { .. } => "opendir",
+            FsOp::CloseHandle { .. } => "close",
+            FsOp::ReadHandle { .. } => "read",
+            FsOp::WriteHandle { .. } => "write",
+            FsOp::ReadDir { .. } => "readdir",
+            FsOp::FStat { .. } => "fstat",
+            FsOp::FSetStat { .. } => "fsetstat",
+        }
+    }
+
     /// Whether this is a shape only the current dialect has (its answers
     /// carry 9-field entries).
     pub const fn is_current_shape(&self) -> bool {

@@ -8,79 +8,95 @@ pub const PROTOCOL_GENERATION: u8 = 5;
 /// The first generation whose peers may be sent `core.error`.
 pub const CORE_ERROR_GENERATION: u8 = 5;
 
-/// Every message type of the protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MessageType {
+/// Declares [`MessageType`] from one table: each type's variant, wire
+/// string, required flags and introducing generation, so the list is
+/// spelled out once.
+macro_rules! message_types {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $flags:ident, $generation:expr;)*) => {
+        /// Every message type of the protocol.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum MessageType {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl MessageType {
+            /// Every message type, in declaration order.
+            pub const ALL: [MessageType; [$(MessageType::$variant),*].len()] = [$(MessageType::$variant),*];
+
+            /// The wire string, e.g. `"core.fs.request"`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(MessageType::$variant => $name,)*
+                }
+            }
+
+            /// The flags every frame of this type must carry.
+            pub const fn flags(self) -> Flags {
+                match self {
+                    $(MessageType::$variant => Flags::$flags,)*
+                }
+            }
+
+            /// The protocol generation that introduced this type: core = 1,
+            /// fs = 2, `core.error` = 5, ping/pong = 6. A peer below it must
+            /// not be sent it.
+            pub const fn generation(self) -> u8 {
+                match self {
+                    $(MessageType::$variant => $generation,)*
+                }
+            }
+        }
+    };
+}
+
+message_types! {
     /// `core.init.resolved`: guest -> host, starts the handshake.
-    InitResolved,
+    InitResolved = "core.init.resolved", NONE, 1;
     /// `core.init.ack`: host -> guest, answers `core.init.resolved`.
-    InitAck,
+    InitAck = "core.init.ack", NONE, 1;
     /// `core.ready`: guest -> host, boot timings; the host caches it.
-    Ready,
+    Ready = "core.ready", NONE, 1;
     /// `core.clock.sync`: host -> guest, sets the guest's wall clock.
-    ClockSync,
+    ClockSync = "core.clock.sync", NONE, 1;
     /// `core.error`: either way, a protocol error on the offending id.
-    Error,
+    Error = "core.error", TERMINAL, CORE_ERROR_GENERATION;
     /// `core.relay.client.disconnected`: relay -> guest, drop a client's id range.
-    RelayClientDisconnected,
+    RelayClientDisconnected = "core.relay.client.disconnected", NONE, 1;
     /// `core.fs.request`: host -> guest, opens a filesystem session.
-    FsRequest,
+    FsRequest = "core.fs.request", SESSION_START, 2;
     /// `core.fs.data`: either way, one chunk of a read or write stream.
-    FsData,
+    FsData = "core.fs.data", NONE, 2;
     /// `core.fs.response`: guest -> host, ends a filesystem session.
-    FsResponse,
+    FsResponse = "core.fs.response", TERMINAL, 2;
     /// `core.shutdown`: host -> guest, power off.
-    Shutdown,
+    Shutdown = "core.shutdown", SHUTDOWN, 1;
     /// `core.ping`: host -> guest, liveness probe.
-    Ping,
+    Ping = "core.ping", NONE, 6;
     /// `core.pong`: guest -> host, answers `core.ping` on the same id.
-    Pong,
+    Pong = "core.pong", TERMINAL, 6;
     /// `picosandbox.relay.flow`: relay -> guest (an extension of this
-    /// project's relay and guest), pause or resume read data to a client.
-    RelayFlow,
+    /// project's relay and guest, sent only to its own guest), pause or
+    /// resume read data to a client.
+    RelayFlow = "picosandbox.relay.flow", NONE, PROTOCOL_GENERATION;
 }
 
 impl MessageType {
-    /// Every message type, in declaration order.
-    pub const ALL: [MessageType; 13] = [
-        MessageType::InitResolved,
-        MessageType::InitAck,
-        MessageType::Ready,
-        MessageType::ClockSync,
-        MessageType::Error,
-        MessageType::RelayClientDisconnected,
-        MessageType::FsRequest,
-        MessageType::FsData,
-        MessageType::FsResponse,
-        MessageType::Shutdown,
-        MessageType::Ping,
-        MessageType::Pong,
-        MessageType::RelayFlow,
-    ];
-
     /// The longest wire string of any type, in bytes.
-    pub const MAX_NAME_LEN: usize = 30;
-
-    /// The wire string, e.g. `"core.fs.request"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            MessageType::InitResolved => "core.init.resolved",
-            MessageType::InitAck => "core.init.ack",
-            MessageType::Ready => "core.ready",
-            MessageType::ClockSync => "core.clock.sync",
-            MessageType::Error => "core.error",
-            MessageType::RelayClientDisconnected => "core.relay.client.disconnected",
-            MessageType::FsRequest => "core.fs.request",
-            MessageType::FsData => "core.fs.data",
-            MessageType::FsResponse => "core.fs.response",
-            MessageType::Shutdown => "core.shutdown",
-            MessageType::Ping => "core.ping",
-            MessageType::Pong => "core.pong",
-            MessageType::RelayFlow => "picosandbox.relay.flow",
+    pub const MAX_NAME_LEN: usize = {
+        let (mut max, mut i) = (0, 0);
+        while i < MessageType::ALL.len() {
+            let len = MessageType::ALL[i].as_str().len();
+            if len > max {
+                max = len;
+            }
+            i += 1;
         }
-    }
+        max
+    };
 
-    /// The type for a wire string (exact, case-sensitive match).
+    /// The type for a wire string (exact, case-sensitive match). Written
+    /// out for speed on the decode path; a test checks it against
+    /// [`MessageType::as_str`] for every type.
     #[inline]
     pub fn from_wire(name: &[u8]) -> Option<MessageType> {
         if name == b"picosandbox.relay.flow" {
@@ -103,29 +119,6 @@ impl MessageType {
             b"pong" => MessageType::Pong,
             _ => return None,
         })
-    }
-
-    /// The flags every frame of this type must carry.
-    pub const fn flags(self) -> Flags {
-        match self {
-            MessageType::Error | MessageType::FsResponse | MessageType::Pong => Flags::TERMINAL,
-            MessageType::FsRequest => Flags::SESSION_START,
-            MessageType::Shutdown => Flags::SHUTDOWN,
-            _ => Flags::NONE,
-        }
-    }
-
-    /// The protocol generation that introduced this type: core = 1, fs = 2,
-    /// `core.error` = 5, ping/pong = 6. A peer below it must not be sent it.
-    pub const fn generation(self) -> u8 {
-        match self {
-            MessageType::FsRequest | MessageType::FsData | MessageType::FsResponse => 2,
-            MessageType::Error => CORE_ERROR_GENERATION,
-            MessageType::Ping | MessageType::Pong => 6,
-            // Only this project's relay sends it, and only to its own guest.
-            MessageType::RelayFlow => PROTOCOL_GENERATION,
-            _ => 1,
-        }
     }
 }
 
