@@ -1,4 +1,4 @@
-//! The blocking shell around the sans-IO [`Agent`](crate::Agent): a loop
+//! The blocking shell around the sans-IO [`Agent`]: a loop
 //! over a byte link (`embedded_io`), a [`Clock`] and a [`Platform`].
 //!
 //! The driver owns no protocol logic; it moves bytes between the link and
