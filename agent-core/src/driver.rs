@@ -8,7 +8,7 @@
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 pub use crate::agent::PowerOff;
-use crate::agent::{Agent, Event};
+use crate::agent::{Agent, Event, State};
 use crate::fs::Filesystem;
 
 /// Time as the agent needs it.
@@ -59,7 +59,31 @@ where
     C: Clock,
     P: Platform,
 {
+    run_with(agent, link, clock, platform, |_, _| {})
+}
+
+/// [`run`], calling `after_ready` once, as soon as the agent is serving
+/// and its `core.ready` has been written to the link, before any request
+/// is read: for setup the handshake does not need (a guest under emulation
+/// pays for every code path it runs first, so what moves here no longer
+/// delays `core.ready`). A request that arrives meanwhile waits in the
+/// link. `after_ready` gets the agent and the time.
+pub fn run_with<'b, F, L, C, P, R>(
+    agent: &mut Agent<'b, F>,
+    link: &mut L,
+    clock: &mut C,
+    platform: &mut P,
+    after_ready: R,
+) -> Exit<L::Error>
+where
+    F: Filesystem,
+    L: Read + Write + ReadReady + WriteReady,
+    C: Clock,
+    P: Platform,
+    R: FnOnce(&mut Agent<'b, F>, u64),
+{
     agent.start(clock.monotonic_ns());
+    let mut after_ready = Some(after_ready);
     loop {
         let progress = match step(agent, link, clock.monotonic_ns()) {
             Ok(Some(progress)) => progress,
@@ -77,6 +101,24 @@ where
                     return Exit::PowerOff(reason);
                 }
             }
+        }
+        if agent.state() == State::Ready
+            && let Some(setup) = after_ready.take()
+        {
+            // `core.ready` out first (no request can come before it).
+            let now = clock.monotonic_ns();
+            while agent.poll_transmit().is_some() {
+                match transmit(agent, link, now) {
+                    Ok(0) => platform.wait(None),
+                    Ok(_) => {}
+                    Err(e) => return Exit::Link(e),
+                }
+            }
+            if let Err(e) = link.flush() {
+                return Exit::Link(e);
+            }
+            setup(agent, clock.monotonic_ns());
+            continue;
         }
         if !progress {
             platform.wait(agent.poll_timeout());
@@ -102,18 +144,7 @@ where
         agent.handle_timeout(now);
         progress = true;
     }
-    let mut sent = 0;
-    while sent < TX_BURST_BYTES && link.write_ready()? {
-        let Some(bytes) = agent.poll_transmit() else { break };
-        let bytes = &bytes[..bytes.len().min(TX_BURST_BYTES - sent)];
-        let n = link.write(bytes)?;
-        if n == 0 {
-            break;
-        }
-        agent.transmitted(n, now);
-        sent += n;
-        progress = true;
-    }
+    progress |= transmit(agent, link, now)? > 0;
     while link.read_ready()? {
         let space = agent.rx_space();
         if space.is_empty() {
@@ -127,4 +158,25 @@ where
         progress = true;
     }
     Ok(Some(progress))
+}
+
+/// Sends what the agent has, up to [`TX_BURST_BYTES`] and as far as the
+/// link takes it now. Returns the bytes sent.
+fn transmit<F, L>(agent: &mut Agent<'_, F>, link: &mut L, now: u64) -> Result<usize, L::Error>
+where
+    F: Filesystem,
+    L: Write + WriteReady,
+{
+    let mut sent = 0;
+    while sent < TX_BURST_BYTES && link.write_ready()? {
+        let Some(bytes) = agent.poll_transmit() else { break };
+        let bytes = &bytes[..bytes.len().min(TX_BURST_BYTES - sent)];
+        let n = link.write(bytes)?;
+        if n == 0 {
+            break;
+        }
+        agent.transmitted(n, now);
+        sent += n;
+    }
+    Ok(sent)
 }

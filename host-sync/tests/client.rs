@@ -249,3 +249,16 @@ fn a_request_too_large_for_a_frame_fails_at_once_and_the_client_goes_on() {
     client.fs().write("/ok", "fine").unwrap();
     assert_eq!(client.fs().read("/ok").unwrap(), b"fine");
 }
+
+#[test]
+fn setup_deferred_past_core_ready_is_done_before_the_first_request() {
+    // The guest lends its handle table and makes /tmp only once core.ready
+    // is out (driver::run_with); the very first requests must see both.
+    let (_guest, client) = client(4);
+    let fs = client.fs();
+    assert_eq!(fs.stat("/tmp").unwrap().kind, EntryKind::Dir, "the starting directories exist at once");
+    let file = fs.open("/tmp/first", host_sync::OpenOptions::new().write(true).create(true)).unwrap();
+    file.write_at(0, b"handles work from the first request").unwrap();
+    drop(file);
+    assert_eq!(fs.read("/tmp/first").unwrap(), b"handles work from the first request");
+}

@@ -108,6 +108,10 @@ global_asm!(
     "cli",
     "cld",
     "mov esi, ebx",
+    // The first boot probe (`probe::Step::Trampoline`, slot 0).
+    "rdtsc",
+    "mov dword ptr [{probes}], eax",
+    "mov dword ptr [{probes} + 4], edx",
     // Page directories: 2 MiB pages, identity. Below 3 GiB: RAM,
     // write-back. 3-4 GiB: the MMIO window, uncached (PWT | PCD).
     "mov edi, offset {tables} + {pd_offset}",
@@ -187,6 +191,7 @@ global_asm!(
     code_selector = const CODE_SELECTOR,
     data_selector = const DATA_SELECTOR,
     main = sym kernel_main,
+    probes = sym crate::probe::STAMPS,
 );
 
 /// Unmaps the page below the main stack: the 2 MiB page that holds it is

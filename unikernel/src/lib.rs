@@ -24,6 +24,7 @@ pub mod heap;
 pub mod interrupts;
 pub mod log;
 pub mod platform;
+pub mod probe;
 pub mod static_cell;
 pub mod virtio;
 

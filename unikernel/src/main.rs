@@ -9,7 +9,13 @@
 //! Boot order: descriptor tables and the stack guard, the LAPIC (and the
 //! start of the TSC calibration), the boot information, the console and its
 //! interrupt route, the end of the calibration, the free-RAM arena; then
-//! the mode the command line asks for ([`cmdline`]).
+//! the mode the command line asks for ([`cmdline`]). In agent mode only
+//! what the handshake needs comes before `core.ready` (the buffers, an
+//! untouched ramfs, the agent); the handle table, the starting directories
+//! and the boot log follow once `core.ready` is out
+//! ([`driver::run_with`]): under emulation every code path run for the
+//! first time is translated first, so each moved step is time the host no
+//! longer waits for (the boot probes, [`probe`], show each step).
 
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -27,8 +33,9 @@ use agent_core::{Agent, Config};
 use embedded_io::{Read, ReadReady, Write};
 
 use unikernel::boot_info::{self, BootInfo};
-use unikernel::clock::{self, TscClock};
+use unikernel::clock::{self, Timebase, TscClock};
 use unikernel::platform::{self, ExitCode, MicrovmPlatform};
+use unikernel::probe::{self, Step};
 use unikernel::static_cell::StaticCell;
 use unikernel::{apic, boot, cpu, interrupts, virtio};
 
@@ -58,10 +65,12 @@ const AGENT_TX_BYTES: usize = 1024 * 1024;
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(start_info: u32) -> ! {
     let tsc_origin = cpu::rdtsc();
+    probe::mark(Step::Entry);
     interrupts::init();
     boot::install_stack_guard();
     apic::init_lapic();
     let calibration = clock::start_calibration();
+    probe::mark(Step::Cpu);
 
     // SAFETY: `start_info` is the loader's `%ebx`, and nothing has written
     // memory outside the image yet.
@@ -72,38 +81,70 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             platform::exit_failure(ExitCode::BootInfo)
         }
     };
-    log_boot_info(&boot_info);
     let options = cmdline::parse(boot_info.cmdline());
-    let console = setup_console(&boot_info);
+    probe::mark(Step::BootInfo);
+    let (console, found) = setup_console(&boot_info);
+    probe::mark(Step::Console);
     // Monotonic time counts from power-on (the TSC starts at 0 at reset),
     // so the agent can report boot times from power-on.
     let timebase = calibration.finish(0);
+    probe::mark(Step::Clock);
     let entry_ns = timebase.ns_from_tsc(tsc_origin);
+    let arena = memory::take_arena(boot_info.ram()).unwrap_or_default();
+    probe::mark(Step::Arena);
+    let boot =
+        Boot { info: boot_info, options, console: found, timebase, arena: (arena.as_ptr() as usize, arena.len()) };
+
+    let clock = TscClock::new(timebase);
+    let platform = MicrovmPlatform::new(timebase);
+    match options.mode {
+        Mode::Echo => {
+            log_boot(&boot);
+            let idle_ns = options.exit_idle_ms.map(|ms| ms.saturating_mul(1_000_000));
+            echo(console, clock, platform, EchoLimits { bytes: options.exit_after, idle_ns })
+        }
+        Mode::Panic => panic!("panic requested by mode=panic"),
+        Mode::Agent => run_agent(console, clock, platform, arena, &boot, entry_ns),
+    }
+}
+
+/// What the boot found, for the boot log.
+struct Boot {
+    info: BootInfo,
+    options: cmdline::Options,
+    console: ConsoleSlot,
+    timebase: Timebase,
+    /// The free-RAM arena: address and bytes.
+    arena: (usize, usize),
+}
+
+/// Where the virtio-console was found.
+#[derive(Clone, Copy)]
+struct ConsoleSlot {
+    slot: usize,
+    base: usize,
+    gsi: u32,
+}
+
+/// Logs what the boot found: the image, the command line, the memory map,
+/// the console, the clock and the arena.
+fn log_boot(boot: &Boot) {
+    log_boot_info(&boot.info);
+    let ConsoleSlot { slot, base, gsi } = boot.console;
+    defmt::info!("virtio-console in slot {=usize} at {=usize:#x}, GSI {=u32}", slot, base, gsi);
+    let timebase = &boot.timebase;
     defmt::info!(
         "clock: TSC {=u64} Hz ({}), LAPIC timer {=u64} Hz",
         timebase.tsc_hz(),
         timebase.source(),
         timebase.lapic_hz()
     );
-    let arena = memory::take_arena(boot_info.ram()).unwrap_or_default();
     defmt::info!(
-        "picosandbox guest ready: mode={}, arena {=usize} KiB at {=usize:#x}, boot took {=u64} us",
-        options.mode,
-        arena.len() / 1024,
-        arena.as_ptr() as usize,
-        timebase.now_ns() / 1000
+        "picosandbox guest: mode={}, arena {=usize} KiB at {=usize:#x}",
+        boot.options.mode,
+        boot.arena.1 / 1024,
+        boot.arena.0
     );
-
-    let clock = TscClock::new(timebase);
-    let platform = MicrovmPlatform::new(timebase);
-    match options.mode {
-        Mode::Echo => {
-            let idle_ns = options.exit_idle_ms.map(|ms| ms.saturating_mul(1_000_000));
-            echo(console, clock, platform, EchoLimits { bytes: options.exit_after, idle_ns })
-        }
-        Mode::Panic => panic!("panic requested by mode=panic"),
-        Mode::Agent => run_agent(console, clock, platform, arena, entry_ns),
-    }
 }
 
 /// Logs the image, the command line and the memory map.
@@ -123,23 +164,17 @@ fn log_boot_info(boot_info: &BootInfo) {
 }
 
 /// Finds the virtio-console, routes its interrupt and initialises it.
-fn setup_console(boot_info: &BootInfo) -> Console {
+fn setup_console(boot_info: &BootInfo) -> (Console, ConsoleSlot) {
     let Some(found) = virtio::find_console(boot_info.acpi_present()) else {
         defmt::error!("no virtio-console found");
         platform::exit_failure(ExitCode::Console)
     };
     interrupts::set_console_mmio(found.base);
     found.ioapic.route_level_high(found.gsi, apic::CONSOLE_VECTOR, apic::lapic_id());
+    probe::mark(Step::Discovery);
+    let slot = ConsoleSlot { slot: found.slot, base: found.base, gsi: found.gsi };
     match Console::new(found.transport) {
-        Ok(console) => {
-            defmt::info!(
-                "virtio-console in slot {=usize} at {=usize:#x}, GSI {=u32}",
-                found.slot,
-                found.base,
-                found.gsi
-            );
-            console
-        }
+        Ok(console) => (console, slot),
         Err(e) => {
             defmt::error!("virtio-console setup failed: {}", e);
             platform::exit_failure(ExitCode::Console)
@@ -148,13 +183,17 @@ fn setup_console(boot_info: &BootInfo) -> Console {
 }
 
 /// Runs the agent over the console until it powers off: its receive
-/// buffer and outbox come first from the free-RAM arena, the ramfs gets
-/// the rest. `entry_ns` is power-on -> `kernel_main`.
+/// buffer and outbox come first from the free-RAM arena, then the handle
+/// table's memory (set aside, not touched), and the ramfs gets the rest.
+/// Once `core.ready` is out, the handle table is set up and lent, the
+/// starting directories are made and the boot is logged with its probes.
+/// `entry_ns` is power-on -> `kernel_main`.
 fn run_agent(
     mut console: Console,
     mut clock: TscClock,
     mut platform: MicrovmPlatform,
     arena: &'static mut [u8],
+    boot: &Boot,
     entry_ns: u64,
 ) -> ! {
     if arena.len() < AGENT_RX_BYTES + AGENT_TX_BYTES {
@@ -164,44 +203,57 @@ fn run_agent(
     let (rx, rest) = arena.split_at_mut(AGENT_RX_BYTES);
     let (tx, rest) = rest.split_at_mut(AGENT_TX_BYTES);
     let (slot_count, dir_count) = handle_table_size(rest.len());
-    let (slots, rest) = carve::<HandleSlot<Ramfs<'static>>>(rest, slot_count, || HandleSlot::EMPTY);
-    let (dir_paths, fs_arena) = carve::<PathBuf>(rest, dir_count, PathBuf::new);
-    let (Some(slots), Some(dir_paths)) = (slots, dir_paths) else {
+    let reserved = reserve::<HandleSlot<Ramfs<'static>>>(rest, slot_count)
+        .and_then(|(slots, rest)| reserve::<PathBuf>(rest, dir_count).map(|(dirs, fs)| (slots, dirs, fs)));
+    let Some((slot_memory, dir_memory, fs_arena)) = reserved else {
         defmt::error!("free RAM cannot hold the agent's handle table");
         platform::exit_failure(ExitCode::Memory)
     };
     let fs_bytes = fs_arena.len();
-    let mut fs = match Ramfs::new(fs_arena, clock.monotonic_ns()) {
+    let fs = match Ramfs::new(fs_arena, clock.monotonic_ns()) {
         Ok(fs) => fs,
         Err(e) => {
             defmt::error!("{=usize} KiB cannot hold a ramfs (needs {=usize})", fs_bytes / 1024, e.needed);
             platform::exit_failure(ExitCode::Memory)
         }
     };
-    // The directories SDK users write into (`/tmp` ...), as a Linux guest has them.
-    if let Err(e) = fs.make_standard_dirs(clock.monotonic_ns()) {
-        defmt::error!("the starting directories do not fit the ramfs: {}", defmt::Display2Format(&e));
-        platform::exit_failure(ExitCode::Memory)
-    }
-    let usage = fs.usage();
-    defmt::info!(
-        "agent: ramfs arena {=usize} KiB ({=usize} blocks of 4 KiB, {=usize} entries), rx {=usize} KiB, outbox {=usize} KiB",
-        fs_bytes / 1024,
-        usage.blocks_total,
-        usage.entries_total,
-        AGENT_RX_BYTES / 1024,
-        AGENT_TX_BYTES / 1024
-    );
+    probe::mark(Step::Ramfs);
     let config = Config { boot_time_ns: entry_ns, ..Config::default() };
-    let handles = HandleMemory { slots, dir_paths };
-    let mut agent = match Agent::with_handles(fs, rx, tx, handles, config) {
+    let mut agent = match Agent::new(fs, rx, tx, config) {
         Ok(agent) => agent,
         Err(e) => {
             defmt::error!("agent buffers rejected: {}", defmt::Debug2Format(&e));
             platform::exit_failure(ExitCode::Memory)
         }
     };
-    match driver::run(&mut agent, &mut console, &mut clock, &mut platform) {
+    probe::mark(Step::Agent);
+    let after_ready = move |agent: &mut Agent<'static, Ramfs<'static>>, now_ns: u64| {
+        probe::mark(Step::Ready);
+        // Moved out of the closure (no reborrow), so it is `FnOnce`.
+        let (slot_memory, dir_memory) = (slot_memory, dir_memory);
+        let slots = carve(slot_memory, slot_count, || HandleSlot::EMPTY);
+        let dir_paths = carve(dir_memory, dir_count, PathBuf::new);
+        agent.lend_handles(HandleMemory { slots, dir_paths });
+        probe::mark(Step::Handles);
+        // The directories SDK users write into (`/tmp` ...), as a Linux guest has them.
+        if let Err(e) = agent.fs_mut().make_standard_dirs(now_ns) {
+            defmt::error!("the starting directories do not fit the ramfs: {}", defmt::Display2Format(&e));
+            platform::exit_failure(ExitCode::Memory)
+        }
+        probe::mark(Step::Dirs);
+        log_boot(boot);
+        let usage = agent.fs().usage();
+        defmt::info!(
+            "agent: ramfs arena {=usize} KiB ({=usize} blocks of 4 KiB, {=usize} entries), rx {=usize} KiB, outbox {=usize} KiB",
+            fs_bytes / 1024,
+            usage.blocks_total,
+            usage.entries_total,
+            AGENT_RX_BYTES / 1024,
+            AGENT_TX_BYTES / 1024
+        );
+        probe::log(&boot.timebase);
+    };
+    match driver::run_with(&mut agent, &mut console, &mut clock, &mut platform, after_ready) {
         Exit::PowerOff(reason) => {
             // The platform powers off and does not return; in case it did:
             defmt::error!("power-off ({}) returned", reason);
@@ -244,32 +296,35 @@ fn handle_table_size(free: usize) -> (usize, usize) {
     (slots, dirs)
 }
 
-/// Takes `count` values of `T` (each made by `init`, one at a time, so no
-/// large temporary lands on the stack) from the front of `arena`, aligned.
-/// Returns them and the rest of the arena (all of it, and `None`, if they
-/// do not fit).
-fn carve<T>(
-    arena: &'static mut [u8],
-    count: usize,
-    init: impl Fn() -> T,
-) -> (Option<&'static mut [T]>, &'static mut [u8]) {
+/// Sets aside room for `count` values of `T` at the front of `arena`,
+/// aligned, without touching it: the room and the rest of the arena, or
+/// `None` if they do not fit.
+type Reserved = (&'static mut [u8], &'static mut [u8]);
+
+fn reserve<T>(arena: &'static mut [u8], count: usize) -> Option<Reserved> {
     let pad = arena.as_ptr().align_offset(core::mem::align_of::<T>());
-    let bytes = count.checked_mul(core::mem::size_of::<T>()).and_then(|n| n.checked_add(pad));
-    match bytes {
-        Some(bytes) if bytes <= arena.len() => {
-            let (head, rest) = arena.split_at_mut(bytes);
-            let first = head[pad..].as_mut_ptr().cast::<T>();
-            for i in 0..count {
-                // SAFETY: `first` is aligned for `T` and `head[pad..]` holds
-                // `count` of them; each is written once before any is read.
-                unsafe { first.add(i).write(init()) };
-            }
-            // SAFETY: all `count` values were initialized above, the memory
-            // is borrowed for 'static from `arena` and handed out once.
-            (Some(unsafe { core::slice::from_raw_parts_mut(first, count) }), rest)
-        }
-        _ => (None, arena),
+    let bytes = count.checked_mul(core::mem::size_of::<T>()).and_then(|n| n.checked_add(pad))?;
+    (bytes <= arena.len()).then(|| arena.split_at_mut(bytes))
+}
+
+/// Fills room set aside by [`reserve`] with `count` values of `T` (each
+/// made by `init`, one at a time, so no large temporary lands on the stack).
+///
+/// # Panics
+///
+/// If `room` is not what `reserve::<T>(_, count)` returned.
+fn carve<T>(room: &'static mut [u8], count: usize, init: impl Fn() -> T) -> &'static mut [T] {
+    let pad = room.as_ptr().align_offset(core::mem::align_of::<T>());
+    assert!(pad + count * core::mem::size_of::<T>() <= room.len(), "room for the values");
+    let first = room[pad..].as_mut_ptr().cast::<T>();
+    for i in 0..count {
+        // SAFETY: `first` is aligned for `T` and `room[pad..]` holds
+        // `count` of them (asserted); each is written once before any is read.
+        unsafe { first.add(i).write(init()) };
     }
+    // SAFETY: all `count` values were initialized above, the memory is
+    // borrowed for 'static and handed out once.
+    unsafe { core::slice::from_raw_parts_mut(first, count) }
 }
 
 /// Raw echo: every byte read is written back, until a limit (if any).

@@ -455,6 +455,19 @@ impl<'b, F: Filesystem> Agent<'b, F> {
         })
     }
 
+    /// Lends the handle table's memory to an agent built without it, for a
+    /// guest that sets the table up once `core.ready` is out instead of
+    /// before (see [`driver::run_with`](crate::driver::run_with)): until
+    /// then `OpenFile` and `OpenDir` answer "Too many open files in system".
+    ///
+    /// # Panics
+    ///
+    /// If a handle is open (the table it replaces must be empty).
+    pub fn lend_handles(&mut self, memory: HandleMemory<'b, F>) {
+        assert!(self.core.handles.len() == 0, "handle memory lent while handles are open");
+        self.core.handles = Handles::new(Some(memory));
+    }
+
     /// Starts the handshake: queues `core.init.resolved`.
     pub fn start(&mut self, now_ns: u64) {
         self.core.start_ns = now_ns;

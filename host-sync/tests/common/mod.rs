@@ -133,14 +133,19 @@ pub fn spawn_guest_with(arena_mib: usize, config: Config) -> Guest {
         let rx: &'static mut [u8] = Box::leak(vec![0u8; agent_core::MIN_RX_BUFFER].into_boxed_slice());
         let tx: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
         let start = Instant::now();
-        let mut fs = Ramfs::new(arena, 0).unwrap();
-        fs.make_standard_dirs(0).unwrap();
-        let handles = Box::leak(Box::new(agent_core::handles::HandleTable::EMPTY));
-        let mut agent = Agent::with_handles(fs, rx, tx, handles.memory(), config).unwrap();
+        let fs = Ramfs::new(arena, 0).unwrap();
+        let mut agent = Agent::new(fs, rx, tx, config).unwrap();
         let mut link = Link(guest.try_clone().unwrap());
         let mut clock = StdClock { start, wall: None };
         let mut platform = StdPlatform { fd: guest, start, powered_off: None };
-        driver::run(&mut agent, &mut link, &mut clock, &mut platform)
+        // As the real guest: the handle table and the starting directories
+        // are set up once core.ready is out, before any request is read.
+        let after_ready = |agent: &mut Agent<'static, Ramfs<'static>>, now_ns| {
+            let handles = Box::leak(Box::new(agent_core::handles::HandleTable::EMPTY));
+            agent.lend_handles(handles.memory());
+            agent.fs_mut().make_standard_dirs(now_ns).unwrap();
+        };
+        driver::run_with(&mut agent, &mut link, &mut clock, &mut platform, after_ready)
     });
     Guest { host: Some(host), thread }
 }
