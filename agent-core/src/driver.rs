@@ -63,7 +63,7 @@ where
 }
 
 /// [`run`], calling `after_ready` once, as soon as the agent is serving
-/// and its `core.ready` has been written to the link, before any request
+/// and its `core.ready` has been handed to the link, before any request
 /// is read: for setup the handshake does not need (a guest under emulation
 /// pays for every code path it runs first, so what moves here no longer
 /// delays `core.ready`). A request that arrives meanwhile waits in the
@@ -105,7 +105,8 @@ where
         if agent.state() == State::Ready
             && let Some(setup) = after_ready.take()
         {
-            // `core.ready` out first (no request can come before it).
+            // `core.ready` handed to the link first (no request can come
+            // before it); waiting for the link to drain would only wait.
             let now = clock.monotonic_ns();
             while agent.poll_transmit().is_some() {
                 match transmit(agent, link, now) {
@@ -113,9 +114,6 @@ where
                     Ok(_) => {}
                     Err(e) => return Exit::Link(e),
                 }
-            }
-            if let Err(e) = link.flush() {
-                return Exit::Link(e);
             }
             setup(agent, clock.monotonic_ns());
             continue;

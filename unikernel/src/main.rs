@@ -242,6 +242,7 @@ fn run_agent(
         }
         probe::mark(Step::Dirs);
         log_boot(boot);
+        defmt::info!("agent: serving a host of generation {=u8}", agent.peer_generation().unwrap_or(0));
         let usage = agent.fs().usage();
         defmt::info!(
             "agent: ramfs arena {=usize} KiB ({=usize} blocks of 4 KiB, {=usize} entries), rx {=usize} KiB, outbox {=usize} KiB",

@@ -181,8 +181,10 @@ impl<F: Filesystem> Core<'_, F> {
                         ready_time_ns: now_ns,
                         agent_version: self.config.agent_version,
                     };
+                    // Nothing logged here: a guest's first log line costs
+                    // its encoder's first run, which core.ready should not
+                    // wait for (`Agent::peer_generation` tells it later).
                     self.push(0, &ready);
-                    log::info!("ready: peer generation {}", v);
                 }
             }
             Body::ClockSync(sync) => {

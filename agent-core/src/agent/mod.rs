@@ -479,6 +479,11 @@ impl<'b, F: Filesystem> Agent<'b, F> {
         self.core.state
     }
 
+    /// The generation the host's `core.init.ack` carried, once received.
+    pub fn peer_generation(&self) -> Option<u8> {
+        self.core.peer_generation
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.core.stats

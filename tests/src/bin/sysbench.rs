@@ -15,11 +15,12 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use host_sync::pool::{PoolConfig, SandboxPool};
 use host_sync::qemu::{ConsolePort, RamBackend, Tuning};
-use host_sync::{Sandbox, SandboxConfig};
+use host_sync::{GuestLog, Sandbox, SandboxConfig};
 use tests::bench::{Row, Samples, mb_per_s};
 use tests::guest::{BootOptions, Guest, PeakRss, cpu_share, rss_kib};
 
@@ -140,12 +141,31 @@ fn raw_guest(elf: &Path, options: &BootOptions) -> Guest {
     Guest::boot_elf(elf, options).unwrap_or_else(|e| panic!("booting {}: {e}", elf.display()))
 }
 
+/// The guest's boot probes in one log: `(step, us from power-on)`, in
+/// the order logged (`boot probe <step> <us> us` lines).
+fn boot_probes(log: &[String]) -> Vec<(String, f64)> {
+    log.iter()
+        .filter_map(|line| {
+            let rest = line.split("boot probe ").nth(1)?;
+            let mut words = rest.split_whitespace();
+            let (step, us) = (words.next()?, words.next()?.parse::<f64>().ok()?);
+            Some((step.to_string(), us))
+        })
+        .collect()
+}
+
 fn boot(o: &Options, rows: &mut Vec<Row>) {
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     let (mut guest_boot, mut guest_ready) = (Vec::new(), Vec::new());
     let (mut first_rtt, mut warm_rtt) = (Vec::new(), Vec::new());
+    let mut probes: Vec<(String, Vec<f64>)> = Vec::new();
     for _ in 0..o.runs + 2 {
-        let s = sandbox(&o.guest, MEMORY_MIB);
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut config = SandboxConfig::new(&o.guest);
+        config.memory_mib = MEMORY_MIB;
+        let sink = Arc::clone(&log);
+        config.guest_log = GuestLog::Callback(Arc::new(move |line: &str| sink.lock().unwrap().push(line.to_string())));
+        let s = Sandbox::start(config).expect("the guest boots");
         let t = s.boot_times();
         ours.push(t.spawn_to_ready.as_secs_f64() * 1e3);
         guest_boot.push(t.guest_boot_ns as f64 / 1e6);
@@ -160,7 +180,21 @@ fn boot(o: &Options, rows: &mut Vec<Row>) {
         first_rtt.push(rtt(&s));
         let warm = Samples::collect(20, || rtt(&s));
         warm_rtt.push(warm.median());
+        // The probe table is logged after core.ready and flushed when the
+        // guest idles: wait for its last line.
+        let logged = Instant::now();
+        while !boot_probes(&log.lock().unwrap()).iter().any(|(step, _)| step == "dirs")
+            && logged.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(s);
+        for (step, us) in boot_probes(&log.lock().unwrap()) {
+            match probes.iter_mut().find(|(s, _)| *s == step) {
+                Some((_, samples)) => samples.push(us / 1e3),
+                None => probes.push((step, vec![us / 1e3])),
+            }
+        }
         // The floor: the same command line booting a guest that writes
         // one byte to its debug console and halts.
         let options = BootOptions { memory_mib: MEMORY_MIB, ..BootOptions::default() };
@@ -183,6 +217,12 @@ fn boot(o: &Options, rows: &mut Vec<Row>) {
         Row::plain("boot", "first request after boot, round trip", "ms", Samples::new(first_rtt))
             .against("the same request once warm", Samples::new(warm_rtt)),
     );
+    // The guest's own probes: power-on -> each step (the last ones come
+    // after core.ready, set up before the first request is read).
+    assert!(!probes.is_empty(), "the guest logged no boot probes");
+    for (step, samples) in probes {
+        rows.push(Row::plain("boot probes", &format!("power-on -> {step}"), "ms", Samples::new(samples)));
+    }
 }
 
 /// Echoes `len` bytes through a stream whose far end echoes: MB/s of the
