@@ -92,8 +92,14 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let entry_ns = timebase.ns_from_tsc(tsc_origin);
     let arena = memory::take_arena(boot_info.ram()).unwrap_or_default();
     probe::mark(Step::Arena);
-    let boot =
-        Boot { info: boot_info, options, console: found, timebase, arena: (arena.as_ptr() as usize, arena.len()) };
+    let boot = Boot {
+        info: boot_info,
+        options,
+        console: found,
+        timebase,
+        arena: (arena.as_ptr() as usize, arena.len()),
+        boot_us: timebase.now_ns() / 1000,
+    };
 
     let clock = TscClock::new(timebase);
     let platform = MicrovmPlatform::new(timebase);
@@ -116,6 +122,8 @@ struct Boot {
     timebase: Timebase,
     /// The free-RAM arena: address and bytes.
     arena: (usize, usize),
+    /// Power-on -> the mode starting.
+    boot_us: u64,
 }
 
 /// Where the virtio-console was found.
@@ -140,10 +148,11 @@ fn log_boot(boot: &Boot) {
         timebase.lapic_hz()
     );
     defmt::info!(
-        "picosandbox guest: mode={}, arena {=usize} KiB at {=usize:#x}",
+        "picosandbox guest ready: mode={}, arena {=usize} KiB at {=usize:#x}, boot took {=u64} us",
         boot.options.mode,
         boot.arena.1 / 1024,
-        boot.arena.0
+        boot.arena.0,
+        boot.boot_us
     );
 }
 
