@@ -183,7 +183,10 @@ pub fn finish(call: &mut Call, message: &Message<'_>, who: &str, shared: &mut Sh
         violation!("{who}: {:?} answered though the agent never got it before the shutdown", call.op);
     }
     let extra_answers = match call.role {
-        Role::Normal => finish_normal(call, message, who, shared),
+        Role::Normal => {
+            shared.faults.current_ops += u64::from(call.op.is_current());
+            finish_normal(call, message, who, shared)
+        }
         Role::Corrupt(answer) => {
             finish_corrupt(answer, message, who);
             0
@@ -364,6 +367,7 @@ fn compare(expect: &Expect, r: &FsResponse<'_>, now: u64) -> Result<(), String> 
         (Expect::Done, true, None, None) => true,
         (Expect::Failed(m), false, Some(e), None) => m == e,
         (Expect::Stat(want), true, None, Some(FsResponseData::Stat(i))) => info(i, now)? == *want,
+        (Expect::Path(want), true, None, Some(FsResponseData::Path(got))) => want == got,
         (Expect::List(want), true, None, Some(FsResponseData::List(list))) => {
             let mut got = list.iter().map(|i| info(&i, now)).collect::<Result<Vec<_>, _>>()?;
             got.sort();

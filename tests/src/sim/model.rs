@@ -1,9 +1,14 @@
 //! The reference model: what the agent's filesystem must hold, as a sorted
 //! map from path to node, and every filesystem operation applied to it with
 //! the agent's documented semantics (agent-core's lib.rs and fs.rs,
-//! PROTOCOL.md §6): writes replace a file whole, `Mkdir` makes parents and
-//! is idempotent, `RemoveDir` is recursive, `Copy` and `Rename` make the
-//! destination's parents first, `Rename` follows rename(2).
+//! PROTOCOL.md §6 and §10): writes replace a file whole, `Mkdir` makes
+//! parents and is idempotent, `RemoveDir` is recursive, `Copy` and `Rename`
+//! make the destination's parents first, `Rename` follows rename(2); of the
+//! current surface, `RealPath` canonicalizes (a missing last component is
+//! kept if its parent resolves), `Stat{follow_symlink}` stats, `SetStat`
+//! chmods and sets times step by step as the reference does, `Mkdir{mode}`
+//! is `create_dir_all` then a chmod, and `RemoveDir{recursive: false}` is
+//! rmdir(2).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +17,9 @@ use agent_core::{FsError, mode};
 use wire::FsOp;
 
 use super::content::Content;
+
+/// The setgid permission bit.
+const SETGID: u32 = 0o2000;
 
 /// One file or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +104,37 @@ pub enum Op {
         /// Where to.
         dst: String,
     },
+    /// `FsOp::Stat` of the current shape (`follow_symlink` given).
+    StatAt {
+        /// The path.
+        path: String,
+        /// Whether a final symlink is followed.
+        follow: bool,
+    },
+    /// `FsOp::RealPath`.
+    RealPath(String),
+    /// `FsOp::SetStat` with a mode and/or a modification time.
+    SetStat {
+        /// The path.
+        path: String,
+        /// Whether a final symlink is followed.
+        follow: bool,
+        /// Permission bits to set (type and high bits are masked).
+        mode: Option<u32>,
+        /// Modification time to set, Unix seconds.
+        mtime: Option<i64>,
+    },
+    /// `FsOp::MkdirWith`: the current `Mkdir`.
+    MkdirWith {
+        /// The directory.
+        path: String,
+        /// Its permission bits (also when it exists already).
+        mode: Option<u32>,
+        /// The user it is made as (a name the guest does not know is refused).
+        user: Option<&'static str>,
+    },
+    /// `FsOp::RemoveDir` with `recursive: false`: only an empty directory.
+    RemoveEmptyDir(String),
 }
 
 impl Op {
@@ -111,21 +150,44 @@ impl Op {
             Op::RemoveDir(_) => "remove_dir",
             Op::Copy { .. } => "copy",
             Op::Rename { .. } => "rename",
+            Op::StatAt { .. } => "stat",
+            Op::RealPath(_) => "realpath",
+            Op::SetStat { .. } => "setstat",
+            Op::MkdirWith { .. } => "mkdir",
+            Op::RemoveEmptyDir(_) => "remove_dir",
         }
     }
 
-    /// The paths the operation names.
+    /// The paths the operation names (for `RealPath`, also the one it
+    /// depends on).
     pub fn paths(&self) -> (&str, Option<&str>) {
         match self {
-            Op::Stat(p) | Op::List(p) | Op::Read(p) | Op::Mkdir(p) | Op::Remove(p) | Op::RemoveDir(p) => (p, None),
-            Op::Write { path, .. } => (path, None),
+            Op::Stat(p)
+            | Op::List(p)
+            | Op::Read(p)
+            | Op::Mkdir(p)
+            | Op::Remove(p)
+            | Op::RemoveDir(p)
+            | Op::RemoveEmptyDir(p) => (p, None),
+            // Its answer depends on whether the parent resolves, which a
+            // write or mkdir of a sibling may change.
+            Op::RealPath(p) => (p, parent(p)),
+            Op::Write { path, .. }
+            | Op::StatAt { path, .. }
+            | Op::SetStat { path, .. }
+            | Op::MkdirWith { path, .. } => (path, None),
             Op::Copy { src, dst } | Op::Rename { src, dst } => (src, Some(dst)),
         }
     }
 
     /// Whether the operation can change the filesystem.
     pub fn mutates(&self) -> bool {
-        !matches!(self, Op::Stat(_) | Op::List(_) | Op::Read(_))
+        !matches!(self, Op::Stat(_) | Op::List(_) | Op::Read(_) | Op::StatAt { .. } | Op::RealPath(_))
+    }
+
+    /// Whether the operation is of the current surface (PROTOCOL.md §10).
+    pub fn is_current(&self) -> bool {
+        self.as_wire().is_current_shape()
     }
 
     /// The request as it goes on the wire.
@@ -140,6 +202,14 @@ impl Op {
             Op::RemoveDir(path) => FsOp::RemoveDir { path, recursive: None },
             Op::Copy { src, dst } => FsOp::Copy { src, dst },
             Op::Rename { src, dst } => FsOp::Rename { src, dst },
+            Op::StatAt { path, follow } => FsOp::Stat { path, follow_symlink: Some(*follow) },
+            Op::RealPath(path) => FsOp::RealPath { path },
+            Op::SetStat { path, follow, mode, mtime } => {
+                let attrs = wire::FsSetAttrs { mode: *mode, mtime: *mtime, ..wire::FsSetAttrs::default() };
+                FsOp::SetStat { path, follow_symlink: *follow, attrs }
+            }
+            Op::MkdirWith { path, mode, user } => FsOp::MkdirWith { path, mode: *mode, user: *user },
+            Op::RemoveEmptyDir(path) => FsOp::RemoveDir { path, recursive: Some(false) },
         }
     }
 }
@@ -158,6 +228,8 @@ pub enum Expect {
     List(Vec<Info>),
     /// Data chunks with exactly this content, then `ok: true`.
     Read(Content),
+    /// `ok: true` with this path (`RealPath`).
+    Path(String),
 }
 
 /// The filesystem as it must be.
@@ -236,6 +308,18 @@ impl Model {
             Op::RemoveDir(path) => self.remove_dir(path),
             Op::Copy { src, dst } => self.copy(src, dst),
             Op::Rename { src, dst } => self.rename(src, dst),
+            Op::StatAt { path, .. } => return self.stat(path).map_or_else(|e| failed(op, e), Expect::Stat),
+            Op::RealPath(path) => return self.real_path(path).map_or_else(|e| failed(op, e), Expect::Path),
+            Op::SetStat { path, follow, mode, mtime } => {
+                return self
+                    .set_stat(path, *follow, *mode, mtime.is_some())
+                    .map_or_else(|(step, e)| Expect::Failed(format!("setstat: {step}: {e}")), |()| Expect::Done);
+            }
+            Op::MkdirWith { user: Some(user), .. } if *user != "root" && user.parse::<u32>().is_err() => {
+                return Expect::Failed(format!("mkdir: unknown user \"{user}\""));
+            }
+            Op::MkdirWith { path, mode, .. } => self.mkdir_with(path, *mode),
+            Op::RemoveEmptyDir(path) => self.remove_empty_dir(path),
         };
         result.map_or_else(|e| failed(op, e), |()| Expect::Done)
     }
@@ -297,13 +381,80 @@ impl Model {
         }
     }
 
+    /// `RealPath`: the path itself (the model holds no symlinks), also when
+    /// only its last component is missing and its parent resolves (to
+    /// anything: the reference canonicalizes the parent and appends the
+    /// name); else the error of resolving the whole path.
+    fn real_path(&self, path: &str) -> Result<String, FsError> {
+        match (self.resolve(path), parent(path).map(|p| self.resolve(p))) {
+            (Ok(_), _) | (Err(_), Some(Ok(_))) => Ok(path.to_string()),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// `SetStat` of a mode and/or times: each step resolves the path
+    /// again and names itself in a failure (the times are not modelled:
+    /// every answer checks only that they are plausible).
+    fn set_stat(
+        &mut self,
+        path: &str,
+        follow: bool,
+        mode: Option<u32>,
+        times: bool,
+    ) -> Result<(), (&'static str, FsError)> {
+        if let Some(m) = mode {
+            let step = if follow { "chmod" } else { "lstat before chmod" };
+            self.resolve(path).map_err(|e| (step, e))?;
+            self.chmod(path, m);
+        }
+        if times {
+            self.resolve(path).map_err(|e| ("stat before utimensat", e))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the permission bits of the entry at `path` (which exists).
+    fn chmod(&mut self, path: &str, m: u32) {
+        let perm = m & mode::PERMISSIONS;
+        match self.nodes.get_mut(path) {
+            Some(Node::Dir { perm: p } | Node::File { perm: p, .. }) => *p = perm,
+            None => {}
+        }
+    }
+
+    /// The current `Mkdir`: `create_dir_all`, then a chmod of the
+    /// directory if a mode is given (also when it existed).
+    fn mkdir_with(&mut self, path: &str, mode: Option<u32>) -> Result<(), FsError> {
+        self.mkdir(path)?;
+        if let Some(m) = mode {
+            self.chmod(path, m);
+        }
+        Ok(())
+    }
+
+    /// rmdir(2): an empty directory only.
+    fn remove_empty_dir(&mut self, path: &str) -> Result<(), FsError> {
+        match self.resolve(path)? {
+            None => Err(FsError::Busy),
+            Some(Node::File { .. }) => Err(FsError::NotADirectory),
+            Some(Node::Dir { .. }) if self.children(path).next().is_some() => Err(FsError::DirectoryNotEmpty),
+            Some(Node::Dir { .. }) => {
+                self.take(path);
+                Ok(())
+            }
+        }
+    }
+
+    /// `create_dir_all`. As Linux, a directory made in a setgid directory
+    /// is setgid too (a `chmod` may set the bit).
     fn mkdir(&mut self, path: &str) -> Result<(), FsError> {
+        let mut setgid = 0;
         for prefix in prefixes(path) {
             match self.nodes.get(prefix) {
-                Some(Node::Dir { .. }) => {}
+                Some(Node::Dir { perm }) => setgid = perm & SETGID,
                 Some(Node::File { .. }) if prefix.len() == path.len() => return Err(FsError::AlreadyExists),
                 Some(Node::File { .. }) => return Err(FsError::NotADirectory),
-                None => self.put(prefix, Node::Dir { perm: mode::DEFAULT_DIR }),
+                None => self.put(prefix, Node::Dir { perm: mode::DEFAULT_DIR | setgid }),
             }
         }
         Ok(())

@@ -9,6 +9,7 @@ use wire::FS_CHUNK_SIZE;
 
 use super::content::Content;
 use super::model::{Model, Op};
+use super::world::UNIX_BASE_NS;
 use crate::rng::Rng;
 
 /// Names of the entries below a client's root.
@@ -65,9 +66,22 @@ pub enum Kind {
     Rename,
     /// A `Stat` or `List` with flipped bytes in its body.
     Corrupt,
+    /// `Stat` of the current shape (`follow_symlink` given).
+    StatAt,
+    /// `RealPath`.
+    RealPath,
+    /// `SetStat` of a mode and/or a modification time.
+    SetStat,
+    /// `Mkdir` of the current shape (a mode, a user).
+    MkdirWith,
+    /// `RemoveDir` with `recursive: false`.
+    RemoveEmptyDir,
 }
 
-const KINDS: [Kind; 10] = [
+/// Where [`Kind::Corrupt`] is in [`KINDS`].
+const CORRUPT: usize = 9;
+
+const KINDS: [Kind; 15] = [
     Kind::Stat,
     Kind::List,
     Kind::Read,
@@ -78,15 +92,21 @@ const KINDS: [Kind; 10] = [
     Kind::Copy,
     Kind::Rename,
     Kind::Corrupt,
+    Kind::StatAt,
+    Kind::RealPath,
+    Kind::SetStat,
+    Kind::MkdirWith,
+    Kind::RemoveEmptyDir,
 ];
 
-/// Base weights of [`KINDS`] (writes and reads dominate).
-const BASE_WEIGHTS: [u64; 10] = [12, 8, 14, 24, 8, 8, 3, 8, 8, 0];
+/// Base weights of [`KINDS`] (writes and reads dominate; the current
+/// surface's path operations take about a seventh).
+const BASE_WEIGHTS: [u64; 15] = [12, 8, 14, 24, 8, 8, 3, 8, 8, 0, 4, 3, 4, 3, 3];
 
 /// The weights of the operation kinds in one run.
 #[derive(Debug, Clone)]
 pub struct Mix {
-    weights: [u64; 10],
+    weights: [u64; 15],
     total: u64,
 }
 
@@ -94,7 +114,7 @@ impl Mix {
     /// Weights drawn around the base ones; corrupt requests only with faults.
     pub fn draw(rng: &mut Rng, faults: bool) -> Mix {
         let mut weights = BASE_WEIGHTS.map(|w| w * rng.range(1, 3));
-        weights[9] = if faults && rng.chance(0.5) { rng.range(1, 4) } else { 0 };
+        weights[CORRUPT] = if faults && rng.chance(0.5) { rng.range(1, 4) } else { 0 };
         Mix { weights, total: weights.iter().sum() }
     }
 
@@ -173,8 +193,31 @@ pub fn generate(rng: &mut Rng, model: &Model, root: &str, kind: Kind, sizes: Siz
         Kind::RemoveDir => Op::RemoveDir(below_root(rng, model, root)),
         Kind::Copy => Op::Copy { src: below_root(rng, model, root), dst: some_path(rng, model, root) },
         Kind::Rename => Op::Rename { src: some_path(rng, model, root), dst: some_path(rng, model, root) },
+        Kind::StatAt => Op::StatAt { path: some_path(rng, model, root), follow: rng.chance(0.5) },
+        Kind::RealPath => Op::RealPath(some_path(rng, model, root)),
+        Kind::SetStat => {
+            let mode = rng.chance(0.7).then(|| *rng.pick(&MODES));
+            let mtime = (mode.is_none() || rng.chance(0.3)).then(|| *rng.pick(&MTIMES));
+            Op::SetStat { path: some_path(rng, model, root), follow: rng.chance(0.5), mode, mtime }
+        }
+        Kind::MkdirWith => {
+            let mode = rng.chance(0.5).then(|| *rng.pick(&MODES));
+            Op::MkdirWith { path: below_root(rng, model, root), mode, user: *rng.pick(&USERS) }
+        }
+        Kind::RemoveEmptyDir => Op::RemoveEmptyDir(below_root(rng, model, root)),
     }
 }
+
+/// Modes a `SetStat` or `Mkdir` sets (type and high bits are masked).
+const MODES: [u32; 7] = [0o644, 0o600, 0o755, 0o700, 0o4755, 0o100_600, u32::MAX];
+
+/// Modification times a `SetStat` sets: within the run's clock (an
+/// answer's times are checked to be), Unix seconds.
+const MTIMES: [i64; 2] = [(UNIX_BASE_NS / 1_000_000_000) as i64, (UNIX_BASE_NS / 1_000_000_000) as i64 - 1];
+
+/// Users a current `Mkdir` names: root by default, by name or number, and
+/// a name the guest has no user database for (refused).
+const USERS: [Option<&str>; 4] = [None, Some("root"), Some("1000"), Some("nobody")];
 
 /// The write that opens a flood: the largest file, at a random path.
 pub fn flood_write(rng: &mut Rng, root: &str) -> Op {
@@ -242,7 +285,7 @@ pub fn conflicts(in_flight: &Op, new: &Op) -> bool {
 /// Entries `op` may create (parents included).
 pub fn new_entries(model: &Model, op: &Op) -> u64 {
     match op {
-        Op::Write { path, .. } | Op::Mkdir(path) => model.missing_components(path),
+        Op::Write { path, .. } | Op::Mkdir(path) | Op::MkdirWith { path, .. } => model.missing_components(path),
         Op::Copy { dst, .. } => model.missing_components(dst),
         Op::Rename { dst, .. } => split(dst).map_or(0, |(parent, _)| model.missing_components(parent)),
         _ => 0,
