@@ -256,7 +256,7 @@ impl Params {
         // Hostile clients need room for their file and the hog's staged
         // writes: not with a tight arena, nor with a flood.
         if faults && !tight && !flood && rng.chance(HOSTILE_CHANCE) {
-            let all = [Kind::Staller, Kind::Churner, Kind::Forger, Kind::Hog];
+            let all = [Kind::Staller, Kind::Churner, Kind::Forger, Kind::Hog, Kind::Thief];
             params.hostiles = all.into_iter().filter(|_| rng.chance(HOSTILE_KIND_CHANCE)).collect();
             if params.hostiles.is_empty() {
                 params.hostiles.push(*rng.pick(&all));

@@ -96,6 +96,9 @@ pub struct Faults {
     /// Operations of the current surface (PROTOCOL.md §10) answered to
     /// honest clients as the model predicts (a coverage count).
     pub current_ops: u64,
+    /// A handle thief's requests on handles it does not hold, refused
+    /// `EBADF`.
+    pub handle_thefts: u64,
 }
 
 impl Faults {
@@ -107,7 +110,7 @@ impl Faults {
     }
 
     /// Every counter with its name.
-    pub fn counters(&self) -> [(&'static str, u64); 16] {
+    pub fn counters(&self) -> [(&'static str, u64); 17] {
         [
             ("client disconnects", self.disconnects),
             ("truncated client frames", self.truncated_frames),
@@ -125,10 +128,11 @@ impl Faults {
             ("hostile: forged host-only frames refused", self.forged_frames_refused),
             ("hostile: hog writes refused past share", self.hog_refusals),
             ("current-surface ops answered", self.current_ops),
+            ("hostile: handle thefts refused (EBADF)", self.handle_thefts),
         ]
     }
 
-    fn counters_mut(&mut self) -> [&mut u64; 16] {
+    fn counters_mut(&mut self) -> [&mut u64; 17] {
         [
             &mut self.disconnects,
             &mut self.truncated_frames,
@@ -146,6 +150,7 @@ impl Faults {
             &mut self.forged_frames_refused,
             &mut self.hog_refusals,
             &mut self.current_ops,
+            &mut self.handle_thefts,
         ]
     }
 }
