@@ -65,7 +65,7 @@ fn every_fault_kind_is_reached() {
 #[test]
 fn a_full_ramfs_refuses_writes_and_loses_nothing() {
     let faults =
-        run_seeds(505..515, quick(Options { tight: Some(true), big_files: Some(false), ..Options::default() }));
+        run_seeds(505..525, quick(Options { tight: Some(true), big_files: Some(false), ..Options::default() }));
     assert!(faults.no_space > 0, "{faults}");
 }
 
