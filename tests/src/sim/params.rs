@@ -256,7 +256,7 @@ impl Params {
         // Hostile clients need room for their file and the hog's staged
         // writes: not with a tight arena, nor with a flood.
         if faults && !tight && !flood && rng.chance(HOSTILE_CHANCE) {
-            let all = [Kind::Staller, Kind::Churner, Kind::Forger, Kind::Hog, Kind::Thief];
+            let all = [Kind::Staller, Kind::Churner, Kind::Forger, Kind::Hog];
             params.hostiles = all.into_iter().filter(|_| rng.chance(HOSTILE_KIND_CHANCE)).collect();
             if params.hostiles.is_empty() {
                 params.hostiles.push(*rng.pick(&all));
@@ -264,6 +264,12 @@ impl Params {
             if params.hostiles.iter().any(|k| matches!(k, Kind::Staller | Kind::Churner)) {
                 params.hostile_file = Some(Content::new(rng.range(1, u64::MAX), HOSTILE_FILE_BYTES));
             }
+        }
+        // Drawn last, so the rest of the shape is what the seed drew
+        // before they existed.
+        params.mix.draw_current(rng);
+        if !params.hostiles.is_empty() && rng.chance(HOSTILE_KIND_CHANCE) {
+            params.hostiles.push(Kind::Thief);
         }
         params
     }

@@ -111,11 +111,25 @@ pub struct Mix {
 }
 
 impl Mix {
-    /// Weights drawn around the base ones; corrupt requests only with faults.
+    /// Weights drawn around the base ones for the seed-era kinds; corrupt
+    /// requests only with faults. The current kinds' weights come from
+    /// [`Mix::draw_current`], drawn after the rest of a run's shape, so
+    /// that adding them left the shape every seed had before unchanged.
     pub fn draw(rng: &mut Rng, faults: bool) -> Mix {
-        let mut weights = BASE_WEIGHTS.map(|w| w * rng.range(1, 3));
+        let mut weights = [0; KINDS.len()];
+        for (w, base) in weights.iter_mut().zip(BASE_WEIGHTS).take(CORRUPT + 1) {
+            *w = base * rng.range(1, 3);
+        }
         weights[CORRUPT] = if faults && rng.chance(0.5) { rng.range(1, 4) } else { 0 };
         Mix { weights, total: weights.iter().sum() }
+    }
+
+    /// Draws the weights of the current surface's kinds.
+    pub fn draw_current(&mut self, rng: &mut Rng) {
+        for (w, base) in self.weights.iter_mut().zip(BASE_WEIGHTS).skip(CORRUPT + 1) {
+            *w = base * rng.range(1, 3);
+        }
+        self.total = self.weights.iter().sum();
     }
 
     /// The next kind.
