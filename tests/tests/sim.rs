@@ -140,8 +140,10 @@ fn a_relay_that_never_cuts_a_client_off_is_caught() {
 #[test]
 fn host_only_messages_forged_by_a_client_are_caught() {
     // The forger's own answer is missing, or everyone's clock, sessions or
-    // answers show the forged message took effect.
-    let symptoms = ["was owed SessionError", "modified", "never got a terminal frame", "over the bound"];
+    // answers show the forged message took effect (a write whose session
+    // the forged disconnect ended gets "unknown write session").
+    let symptoms =
+        ["was owed SessionError", "modified", "never got a terminal frame", "over the bound", "unknown write session"];
     caught(Bug::HostMessagesAnyId, &symptoms, "bug=host-messages-any-id");
 }
 

@@ -268,6 +268,9 @@ impl Params {
         // Drawn last, so the rest of the shape is what the seed drew
         // before they existed.
         params.mix.draw_current(rng);
+        if params.shutdown_at.is_some() {
+            params.mix.without_symlinks();
+        }
         if !params.hostiles.is_empty() && rng.chance(HOSTILE_KIND_CHANCE) {
             params.hostiles.push(Kind::Thief);
         }

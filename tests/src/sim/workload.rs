@@ -8,7 +8,7 @@ use agent_core::path::{is_within, split};
 use wire::FS_CHUNK_SIZE;
 
 use super::content::Content;
-use super::model::{Model, Op};
+use super::model::{LINK_NAME, LINK_TARGETS, Model, Node, Op};
 use super::world::UNIX_BASE_NS;
 use crate::rng::Rng;
 
@@ -76,12 +76,19 @@ pub enum Kind {
     MkdirWith,
     /// `RemoveDir` with `recursive: false`.
     RemoveEmptyDir,
+    /// `Symlink`.
+    Symlink,
+    /// `ReadLink`.
+    ReadLink,
 }
 
 /// Where [`Kind::Corrupt`] is in [`KINDS`].
 const CORRUPT: usize = 9;
 
-const KINDS: [Kind; 15] = [
+/// Where [`Kind::Symlink`] is in [`KINDS`].
+const SYMLINK: usize = 15;
+
+const KINDS: [Kind; 17] = [
     Kind::Stat,
     Kind::List,
     Kind::Read,
@@ -97,16 +104,18 @@ const KINDS: [Kind; 15] = [
     Kind::SetStat,
     Kind::MkdirWith,
     Kind::RemoveEmptyDir,
+    Kind::Symlink,
+    Kind::ReadLink,
 ];
 
 /// Base weights of [`KINDS`] (writes and reads dominate; the current
 /// surface's path operations take about a seventh).
-const BASE_WEIGHTS: [u64; 15] = [12, 8, 14, 24, 8, 8, 3, 8, 8, 0, 4, 3, 4, 3, 3];
+const BASE_WEIGHTS: [u64; 17] = [12, 8, 14, 24, 8, 8, 3, 8, 8, 0, 4, 3, 4, 3, 3, 3, 2];
 
 /// The weights of the operation kinds in one run.
 #[derive(Debug, Clone)]
 pub struct Mix {
-    weights: [u64; 15],
+    weights: [u64; 17],
     total: u64,
 }
 
@@ -129,6 +138,15 @@ impl Mix {
         for (w, base) in self.weights.iter_mut().zip(BASE_WEIGHTS).skip(CORRUPT + 1) {
             *w = base * rng.range(1, 3);
         }
+        self.total = self.weights.iter().sum();
+    }
+
+    /// No `Symlink` in this run: a symlink takes a block, so one whose
+    /// answer was lost may or may not have been made when space was short,
+    /// and only a later connection can look (a run that ends with a
+    /// shutdown may have none).
+    pub fn without_symlinks(&mut self) {
+        self.weights[SYMLINK] = 0;
         self.total = self.weights.iter().sum();
     }
 
@@ -156,16 +174,18 @@ pub fn random_path(rng: &mut Rng, root: &str) -> String {
     path
 }
 
-/// An existing path at or below `root`, found by walking down the model.
+/// An existing path at or below `root`, found by walking down the model
+/// (never a symlink).
 fn existing_path(rng: &mut Rng, model: &Model, root: &str) -> String {
     let mut at = root.to_string();
     for _ in 0..MAX_DEPTH {
-        let n = model.children(&at).count() as u64;
+        let not_link = |(_, node): &(&String, &Node)| !matches!(node, Node::Symlink { .. });
+        let n = model.children(&at).filter(not_link).count() as u64;
         if n == 0 || rng.chance(0.2) {
             break;
         }
         let pick = rng.below(n) as usize;
-        at = model.children(&at).nth(pick).map(|(p, _)| p.clone()).unwrap_or(at);
+        at = model.children(&at).filter(not_link).nth(pick).map(|(p, _)| p.clone()).unwrap_or(at);
     }
     at
 }
@@ -207,8 +227,16 @@ pub fn generate(rng: &mut Rng, model: &Model, root: &str, kind: Kind, sizes: Siz
         Kind::RemoveDir => Op::RemoveDir(below_root(rng, model, root)),
         Kind::Copy => Op::Copy { src: below_root(rng, model, root), dst: some_path(rng, model, root) },
         Kind::Rename => Op::Rename { src: some_path(rng, model, root), dst: some_path(rng, model, root) },
-        Kind::StatAt => Op::StatAt { path: some_path(rng, model, root), follow: rng.chance(0.5) },
-        Kind::RealPath => Op::RealPath(some_path(rng, model, root)),
+        Kind::StatAt => {
+            let path = path_or_link(rng, model, root);
+            Op::StatAt { via: model.link_leads_to(&path), path, follow: rng.chance(0.5) }
+        }
+        Kind::RealPath => {
+            let path = path_or_link(rng, model, root);
+            Op::RealPath { via: model.link_leads_to(&path), path }
+        }
+        Kind::Symlink => Op::Symlink { target: *rng.pick(&LINK_TARGETS), link: link_path(rng, model, root) },
+        Kind::ReadLink => Op::ReadLink(path_or_link(rng, model, root)),
         Kind::SetStat => {
             let mode = rng.chance(0.7).then(|| *rng.pick(&MODES));
             let mtime = (mode.is_none() || rng.chance(0.3)).then(|| *rng.pick(&MTIMES));
@@ -220,6 +248,18 @@ pub fn generate(rng: &mut Rng, model: &Model, root: &str, kind: Kind, sizes: Siz
         }
         Kind::RemoveEmptyDir => Op::RemoveEmptyDir(below_root(rng, model, root)),
     }
+}
+
+/// Where a symlink is (or may be): in an existing directory most of the
+/// time.
+fn link_path(rng: &mut Rng, model: &Model, root: &str) -> String {
+    let dir = if rng.chance(0.8) { existing_path(rng, model, root) } else { random_path(rng, root) };
+    format!("{dir}/{LINK_NAME}")
+}
+
+/// A symlink's path half of the time, else any path.
+fn path_or_link(rng: &mut Rng, model: &Model, root: &str) -> String {
+    if rng.chance(0.5) { link_path(rng, model, root) } else { some_path(rng, model, root) }
 }
 
 /// Modes a `SetStat` or `Mkdir` sets (type and high bits are masked).
@@ -301,6 +341,7 @@ pub fn new_entries(model: &Model, op: &Op) -> u64 {
     match op {
         Op::Write { path, .. } | Op::Mkdir(path) | Op::MkdirWith { path, .. } => model.missing_components(path),
         Op::Copy { dst, .. } => model.missing_components(dst),
+        Op::Symlink { link, .. } => u64::from(model.node(link).is_none()),
         Op::Rename { dst, .. } => split(dst).map_or(0, |(parent, _)| model.missing_components(parent)),
         _ => 0,
     }
