@@ -21,10 +21,15 @@
 //! Each client owns a subtree (`/c<k>`) and issues the seed-era path
 //! operations (`Stat`, `List`, `Read`, `Write`, `Mkdir`, `Remove`,
 //! `RemoveDir`, `Copy`, `Rename`) and the current surface's path
-//! operations (PROTOCOL.md §10: `Stat{follow_symlink}`, `RealPath`,
-//! `SetStat` of a mode and/or mtime, `Mkdir{mode, user}`, `RemoveDir{recursive:
-//! false}`), with weights drawn per run; the model predicts every
-//! answer exactly. The simulated guest is built with `Agent::new`, which
+//! operations (PROTOCOL.md §10: `Symlink`, `ReadLink`,
+//! `Stat{follow_symlink}`, `RealPath`, `SetStat` of a mode and/or mtime,
+//! `Mkdir{mode, user}`, `RemoveDir{recursive: false}`, which must fail on
+//! a non-empty directory and remove nothing), with weights drawn per run;
+//! the model predicts every answer exactly. Symlinks all have one name no
+//! other operation uses, so no path leads through one; a `Stat` or
+//! `RealPath` that follows one also depends on where it leads. A symlink
+//! takes a block: one whose answer a lost connection took while space may
+//! have run out is removed by the next connection before anything else. The simulated guest is built with `Agent::new`, which
 //! lends the agent no handle table: `OpenFile` and `OpenDir` would answer
 //! "Too many open files in system", so honest clients open no handles yet
 //! (a handle session needs the guest to lend a table, in guest.rs). A client never starts an operation while an older one

@@ -1,6 +1,6 @@
-//! The workload: random filesystem operations over one client's subtree
-//! (`/c<k>/...`, a few short names, three levels deep so paths collide
-//! often), file sizes that favour small files but reach the block and
+//! The workload: random filesystem operations, seed-era and current,
+//! over one client's subtree (`/c<k>/...`, a few short names, three levels
+//! deep so paths collide often, and symlinks named `s`), file sizes that favour small files but reach the block and
 //! chunk boundaries, and the rule that keeps predictions exact under
 //! concurrency.
 
@@ -235,7 +235,10 @@ pub fn generate(rng: &mut Rng, model: &Model, root: &str, kind: Kind, sizes: Siz
             let path = path_or_link(rng, model, root);
             Op::RealPath { via: model.link_leads_to(&path), path }
         }
-        Kind::Symlink => Op::Symlink { target: *rng.pick(&LINK_TARGETS), link: link_path(rng, model, root) },
+        Kind::Symlink => {
+            let target: &&'static str = rng.pick(&LINK_TARGETS);
+            Op::Symlink { target, link: link_path(rng, model, root) }
+        }
         Kind::ReadLink => Op::ReadLink(path_or_link(rng, model, root)),
         Kind::SetStat => {
             let mode = rng.chance(0.7).then(|| *rng.pick(&MODES));
