@@ -217,7 +217,9 @@ impl Op {
             // the parent resolves, which a write or mkdir of a sibling may
             // change.
             Op::RealPath { path, via } => (path, via.as_deref().or_else(|| parent(path))),
-            Op::Symlink { link, .. } => (link, None),
+            // It fails unless the parent is there, which a write or mkdir
+            // of a sibling may make.
+            Op::Symlink { link, .. } => (link, parent(link)),
             Op::Write { path, .. } | Op::SetStat { path, .. } | Op::MkdirWith { path, .. } => (path, None),
             Op::Copy { src, dst } | Op::Rename { src, dst } => (src, Some(dst)),
         }
