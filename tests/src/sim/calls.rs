@@ -21,6 +21,9 @@ pub const UNKNOWN_WRITE_SESSION: &str = "write: unknown write session";
 /// The answer to a write that ran out of space.
 pub const NO_SPACE: &str = "write: No space left on device (os error 28)";
 
+/// The answer to a symlink that ran out of space for its target.
+pub const SYMLINK_NO_SPACE: &str = "symlink: No space left on device (os error 28)";
+
 /// What the agent must answer to a corrupted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CorruptAnswer {
@@ -43,6 +46,10 @@ pub enum Role {
     /// A `List` of the root in a flood: any well-formed listing of client
     /// roots will do (other clients change the root meanwhile).
     Flood,
+    /// A `Remove` of a symlink whose `Symlink` call a lost connection left
+    /// undecided (space may have run out): either answer is right, and
+    /// afterwards there is no symlink.
+    LinkProbe,
     /// A probe of the write a lost connection left open.
     Probe {
         /// Index of the write in the client's open writes.
@@ -183,13 +190,24 @@ pub fn finish(call: &mut Call, message: &Message<'_>, who: &str, shared: &mut Sh
         violation!("{who}: {:?} answered though the agent never got it before the shutdown", call.op);
     }
     let extra_answers = match call.role {
-        Role::Normal => finish_normal(call, message, who, shared),
+        Role::Normal => {
+            shared.faults.current_ops += u64::from(call.op.is_current());
+            finish_normal(call, message, who, shared)
+        }
         Role::Corrupt(answer) => {
             finish_corrupt(answer, message, who);
             0
         }
         Role::Flood => {
             finish_flood(message, who);
+            0
+        }
+        Role::LinkProbe => {
+            let r = response(message, &call.op, who);
+            let gone = (r.ok && r.error.is_none()) || r.error == Some("remove: No such file or directory (os error 2)");
+            if !gone || r.data.is_some() {
+                violation!("{who}: {:?} of an undecided symlink answered {r:?}", call.op);
+            }
             0
         }
         Role::Probe { target, stat } => {
@@ -215,6 +233,14 @@ fn finish_normal(call: &mut Call, message: &Message<'_>, who: &str, shared: &mut
     }
     match &call.op {
         Op::Write { .. } => finish_write(call, r, who, shared),
+        Op::Symlink { .. } if r.error == Some(SYMLINK_NO_SPACE) => {
+            // Its target takes a block: allowed when the space bound says so.
+            if !call.watch.take().is_some_and(|token| shared.space.unwatch(token)) {
+                violation!("{who}: {:?} answered {SYMLINK_NO_SPACE:?}, but space could not run out", call.op);
+            }
+            shared.faults.no_space += 1;
+            0
+        }
         Op::Read(_) => {
             finish_read(call, r, who);
             0
@@ -348,6 +374,7 @@ fn info(i: &FsEntryInfo<'_>, now: u64) -> Result<Info, String> {
     let kind = match i.kind {
         FsEntryKind::File => "file",
         FsEntryKind::Dir => "dir",
+        FsEntryKind::Symlink => "symlink",
         other => return Err(format!("{} has kind {other:?}", i.path)),
     };
     let newest = ((UNIX_BASE_NS + now) / 1_000_000_000) as i64;
@@ -364,6 +391,7 @@ fn compare(expect: &Expect, r: &FsResponse<'_>, now: u64) -> Result<(), String> 
         (Expect::Done, true, None, None) => true,
         (Expect::Failed(m), false, Some(e), None) => m == e,
         (Expect::Stat(want), true, None, Some(FsResponseData::Stat(i))) => info(i, now)? == *want,
+        (Expect::Path(want), true, None, Some(FsResponseData::Path(got))) => want == got,
         (Expect::List(want), true, None, Some(FsResponseData::List(list))) => {
             let mut got = list.iter().map(|i| info(&i, now)).collect::<Result<Vec<_>, _>>()?;
             got.sort();

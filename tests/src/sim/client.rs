@@ -144,6 +144,9 @@ pub struct Client {
     state: State,
     /// Writes a lost connection left open, to probe.
     open_writes: Vec<OpenWrite>,
+    /// Symlinks a lost connection left undecided (space may have run out),
+    /// to remove; whether the `Remove` was sent on this connection.
+    undecided_links: Vec<(String, bool)>,
     /// Space the calls of lost connections may still hold in the agent.
     lingering: Reservation,
     next_issue_ns: u64,
@@ -172,6 +175,7 @@ impl Client {
             conn: None,
             state: State::Away { from_ns: 0 },
             open_writes: Vec::new(),
+            undecided_links: Vec::new(),
             lingering: Reservation::default(),
             next_issue_ns: 0,
             next_read_ns: 0,
@@ -295,6 +299,7 @@ impl Client {
         self.state == State::Active
             && conn.open.len() == conn.silent
             && self.open_writes.is_empty()
+            && self.undecided_links.is_empty()
             && conn.outbox.is_empty()
             && conn.inbox.is_empty()
             && conn.unforwarded.is_empty()
@@ -353,6 +358,9 @@ impl Client {
             w.probes_left = 0;
             w.alive = 0b11;
         }
+        for (_, sent) in &mut self.undecided_links {
+            *sent = false;
+        }
         self.hang_up = None;
         self.cleanup_id = None;
         self.next_issue_ns = 0;
@@ -391,8 +399,18 @@ impl Client {
         std::mem::take(&mut self.open_writes)
     }
 
-    fn settle_lost(&mut self, call: Call, shared: &mut Shared) {
+    fn settle_lost(&mut self, mut call: Call, shared: &mut Shared) {
         let took_effect = |seq: Option<u64>| seq.is_some_and(|s| shared.shutdown_seq.is_none_or(|sh| s < sh));
+        if let (Role::Normal, Op::Symlink { link, .. }) = (&call.role, &call.op)
+            && took_effect(call.request_seq)
+            && shared.model.symlink_check(link).is_ok()
+            && call.watch.take().is_some_and(|token| shared.space.unwatch(token))
+        {
+            // It may have run out of space: a later connection removes it.
+            self.undecided_links.push((link.clone(), false));
+            self.lingering = self.lingering.plus(call.reserve);
+            return;
+        }
         match (&call.role, &call.op) {
             (Role::Normal, Op::Write { path, mode, content })
                 if took_effect(call.eof_seq) && shared.model.write_check(path).is_ok() =>
@@ -610,6 +628,9 @@ impl Client {
         if self.cleanup_id == Some(id) {
             self.cleaned = true;
         }
+        if let (Role::LinkProbe, Op::Remove(link)) = (&call.role, &call.op) {
+            self.undecided_links.retain(|(l, _)| l != link);
+        }
         shared.completed += 1;
         shared.trace.record(Mark::Finished, self.index as u64, u64::from(id));
         let probes_done = self.open_writes.iter().all(|w| w.probes_left == 0 && w.probing);
@@ -639,6 +660,7 @@ impl Client {
             && shared.phase == Phase::Traffic
             && budget
             && self.open_writes.is_empty()
+            && self.undecided_links.is_empty()
             && conn.open.len() - conn.silent < most
     }
 
@@ -653,6 +675,11 @@ impl Client {
                 self.send_shutdown()
             } else if self.open_writes.iter().any(|w| !w.probing) {
                 self.send_probes(shared)
+            } else if let Some(at) = self.undecided_links.iter().position(|(_, sent)| !sent) {
+                self.undecided_links[at].1 = true;
+                let op = Op::Remove(self.undecided_links[at].0.clone());
+                self.send_call(op, Role::LinkProbe, Reservation::default(), shared);
+                true
             } else {
                 self.next_frame(shared)
             };
@@ -690,7 +717,7 @@ impl Client {
                 self.cleaned = true;
                 return false;
             }
-            Some(Node::File { .. }) => Op::Remove(self.root.clone()),
+            Some(Node::File { .. } | Node::Symlink { .. }) => Op::Remove(self.root.clone()),
             Some(Node::Dir { .. }) => Op::RemoveDir(self.root.clone()),
         };
         self.cleanup_id = Some(self.send_call(op, Role::Normal, Reservation::default(), shared));
@@ -730,6 +757,7 @@ impl Client {
         }
         let blocks = match op {
             Op::Write { content, .. } => 1 + content.blocks(),
+            Op::Symlink { .. } => 1,
             Op::Read(path) => match shared.model.node(path) {
                 Some(Node::File { content, .. }) => content.blocks(),
                 _ => 0,
@@ -805,6 +833,9 @@ impl Client {
                 conn.streaming.push(id);
                 let chunk = workload::chunk_size(&mut shared.rng, content.len);
                 call.stream = Some(WriteStream { content: *content, chunk, sent: 0, frames: 0, ended: false });
+                call.watch = Some(shared.space.watch(shared.model.content_blocks()));
+            }
+            Op::Symlink { .. } if role == Role::Normal => {
                 call.watch = Some(shared.space.watch(shared.model.content_blocks()));
             }
             _ => {}

@@ -20,6 +20,14 @@
 //!   of sessions ([`MAX_SESSIONS_PER_CLIENT`]) and never ends them: each one
 //!   past the share is owed "too many sessions for one client"; the others
 //!   end with the hog's connection (or the agent's idle write bound).
+//! - [`Kind::Thief`] sends `Read`, `Write`, `ReadDir`, `FStat`, `FSetStat`
+//!   and `CloseHandle` on handle numbers it does not hold: numbers shaped
+//!   as the agent makes them (a global serial above a table index, so
+//!   numbers other clients hold are among them) and the numbers its own
+//!   earlier connections opened (`OpenDir` of `/`), which a slot's next
+//!   occupant may be. Each is owed `EBADF` ([`BAD_HANDLE`]) and nothing
+//!   else: no data, no `ok`, no session (an answer that never comes is
+//!   late); the model shows that no honest client's file changed.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -27,8 +35,8 @@ use agent_core::MAX_SESSIONS_PER_CLIENT;
 use host_sync::proto::Ids;
 use host_sync::relay::Slot;
 use wire::{
-    Body, ClockSync, CoreError, CoreErrorKind, Flags, FrameStatus, FsData, FsOp, FsRequest, FsResponse, InitAck,
-    Message, Payload, RelayClientDisconnected, encode_frame, frame_len, parse_frame,
+    Body, ClockSync, CoreError, CoreErrorKind, Flags, FrameStatus, FsData, FsOp, FsRequest, FsResponse, FsResponseData,
+    InitAck, Message, Payload, RelayClientDisconnected, encode_frame, frame_len, parse_frame,
 };
 
 use super::calls::SHUTDOWN_ABORT;
@@ -65,6 +73,24 @@ const HOSTILE_PAUSE_MAX_NS: u64 = 50_000_000;
 /// How long a forger or a hog stays once it has its answers, in ns.
 const HOSTILE_STAY_NS: u64 = 20_000_000;
 
+/// How the agent refuses a handle its requester does not hold (the
+/// reference's op name goes in front).
+pub const BAD_HANDLE: &str = "Bad file descriptor (os error 9)";
+
+/// The answer to `OpenDir` when the agent has no handle table (as the
+/// simulator's guest is built today: `Agent::new`) or the table is full.
+const NO_HANDLE_TABLE: &str = "opendir: Too many open files in system (os error 23)";
+
+/// Handle numbers a thief guesses per connection.
+const THIEF_GUESSES: u64 = 8;
+
+/// Handles a thief opens per connection, for its slot's next occupant to
+/// try (itself, on its next connection).
+const THIEF_OPENS: u64 = 2;
+
+/// Bits of a handle number below its serial (`agent_core::handles`).
+const HANDLE_INDEX_BITS: u32 = 16;
+
 /// What a hostile client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -76,6 +102,8 @@ pub enum Kind {
     Forger,
     /// Holds more sessions than its share.
     Hog,
+    /// Uses handle numbers it does not hold.
+    Thief,
 }
 
 /// An answer a hostile client is owed.
@@ -89,6 +117,10 @@ enum Owed {
     QuotaRefusal,
     /// Nothing (a write within the share).
     Nothing,
+    /// `ok: false` with exactly "{op}: [`BAD_HANDLE`]": the op's name.
+    BadHandle(&'static str),
+    /// A handle of its own, or [`NO_HANDLE_TABLE`].
+    Handle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +161,10 @@ pub struct Hostile {
     rounds_left: u32,
     /// The file it reads.
     file: Content,
+    /// Handle numbers its earlier connections opened (a thief's).
+    opened_before: Vec<u64>,
+    /// Handle numbers this connection opened.
+    opened: Vec<u64>,
 }
 
 impl Hostile {
@@ -151,6 +187,8 @@ impl Hostile {
             leave_at: None,
             rounds_left: HOSTILE_ROUNDS,
             file,
+            opened_before: Vec::new(),
+            opened: Vec::new(),
         }
     }
 
@@ -224,6 +262,7 @@ impl Hostile {
         self.owed.clear();
         self.owed_zero.clear();
         self.reads.clear();
+        self.opened_before.append(&mut self.opened);
         if self.kind == Kind::Staller && why == Leave::TooSlow {
             shared.faults.stallers_cut_off += 1;
         }
@@ -303,7 +342,9 @@ impl Hostile {
     /// Whether it has every answer it is owed (a staller and a churner
     /// wait for the relay or for data instead).
     fn satisfied(&self) -> bool {
-        matches!(self.kind, Kind::Forger | Kind::Hog) && self.unforwarded.is_empty() && self.owes_nothing()
+        matches!(self.kind, Kind::Forger | Kind::Hog | Kind::Thief)
+            && self.unforwarded.is_empty()
+            && self.owes_nothing()
     }
 
     fn check_deadlines(&self, shared: &Shared) {
@@ -363,7 +404,42 @@ impl Hostile {
                     self.unforwarded.push_back((id, owed));
                 }
             }
+            Kind::Thief => self.steal(shared),
         }
+    }
+
+    /// A thief's requests: every handle op on numbers it does not hold
+    /// (guessed ones, then its earlier connections'), then a few handles of
+    /// its own for its next connection to try.
+    fn steal(&mut self, shared: &mut Shared) {
+        let guesses = (0..THIEF_GUESSES).map(|_| match shared.rng.below(8) {
+            0 => *shared.rng.pick(&[0, 1, u64::MAX]),
+            n => (shared.rng.range(1, 64 * n) << HANDLE_INDEX_BITS) | shared.rng.below(8),
+        });
+        let numbers: Vec<u64> = guesses.collect::<Vec<_>>().into_iter().chain(self.opened_before.clone()).collect();
+        for handle in numbers {
+            let attrs = wire::FsSetAttrs { mode: Some(0o777), size: Some(0), ..wire::FsSetAttrs::default() };
+            let (op, name) = match shared.rng.below(6) {
+                0 => (FsOp::ReadHandle { handle, offset: 0, len: None }, "read"),
+                1 => (FsOp::WriteHandle { handle, offset: 0, len: Some(1) }, "write"),
+                2 => (FsOp::ReadDir { handle, limit: None }, "readdir"),
+                3 => (FsOp::FStat { handle }, "fstat"),
+                4 => (FsOp::FSetStat { handle, attrs }, "fsetstat"),
+                _ => (FsOp::CloseHandle { handle }, "close"),
+            };
+            self.request(op, Owed::BadHandle(name));
+        }
+        for _ in 0..THIEF_OPENS {
+            self.request(FsOp::OpenDir { path: "/" }, Owed::Handle);
+        }
+    }
+
+    /// A request on an id of its own that is owed `owed`.
+    fn request(&mut self, op: FsOp<'_>, owed: Owed) {
+        let id = self.ids.allocate().expect("a slot has ids enough");
+        push(&mut self.outbox, id, &FsRequest { bulk: None, op }, None);
+        self.owed.insert(id, (owed, None));
+        self.unforwarded.push_back((id, owed));
     }
 
     /// Opens a read of the hostile file.
@@ -478,7 +554,19 @@ impl Hostile {
             return;
         }
         let refusal = |m: &str| matches!(&message.body, Body::FsResponse(FsResponse { ok: false, error: Some(e), data: None }) if e.starts_with(m));
+        let exactly = |op: &str, m: &str| {
+            matches!(&message.body, Body::FsResponse(FsResponse { ok: false, error: Some(e), data: None })
+                if e.strip_prefix(op).and_then(|e| e.strip_prefix(": ")) == Some(m))
+        };
         match self.owed.get(&id).map(|(o, _)| *o) {
+            Some(Owed::BadHandle(op)) if exactly(op, BAD_HANDLE) => shared.faults.handle_thefts += 1,
+            Some(Owed::Handle) if refusal(NO_HANDLE_TABLE) => {}
+            Some(Owed::Handle) => match &message.body {
+                Body::FsResponse(FsResponse { ok: true, error: None, data: Some(FsResponseData::Handle(n)) }) => {
+                    self.opened.push(*n)
+                }
+                _ => violation!("{who}: #{id}, an OpenDir of /, got {}", brief(&message)),
+            },
             Some(Owed::SessionError) if session_error => shared.faults.forged_frames_refused += 1,
             Some(Owed::QuotaRefusal) if refusal(HOG_REFUSAL) => shared.faults.hog_refusals += 1,
             Some(Owed::Nothing | Owed::QuotaRefusal) if refusal(IDLE_ABORT) || refusal(NO_SPACE) => {

@@ -18,8 +18,21 @@
 //!
 //! # The model and concurrency
 //!
-//! Each client owns a subtree (`/c<k>`) and the model predicts every
-//! answer exactly. A client never starts an operation while an older one
+//! Each client owns a subtree (`/c<k>`) and issues the seed-era path
+//! operations (`Stat`, `List`, `Read`, `Write`, `Mkdir`, `Remove`,
+//! `RemoveDir`, `Copy`, `Rename`) and the current surface's path
+//! operations (PROTOCOL.md §10: `Symlink`, `ReadLink`,
+//! `Stat{follow_symlink}`, `RealPath`, `SetStat` of a mode and/or mtime,
+//! `Mkdir{mode, user}`, `RemoveDir{recursive: false}`, which must fail on
+//! a non-empty directory and remove nothing), with weights drawn per run;
+//! the model predicts every answer exactly. Symlinks all have one name no
+//! other operation uses, so no path leads through one; a `Stat` or
+//! `RealPath` that follows one also depends on where it leads. A symlink
+//! takes a block: one whose answer a lost connection took while space may
+//! have run out is removed by the next connection before anything else. The simulated guest is built with `Agent::new`, which
+//! lends the agent no handle table: `OpenFile` and `OpenDir` would answer
+//! "Too many open files in system", so honest clients open no handles yet
+//! (a handle session needs the guest to lend a table, in guest.rs). A client never starts an operation while an older one
 //! that mutates a related path (equal, or one below the other) is in
 //! flight; operations on unrelated paths commute. An older read-only
 //! operation never blocks: the agent handles it before anything sent after
@@ -58,7 +71,13 @@
 //! (owed the relay's own refusal); a *session hog* opens up to
 //! `HOG_EXCESS_MAX` writes past `MAX_SESSIONS_PER_CLIENT` and never ends
 //! them (owed "too many sessions for one client" past its share; the
-//! agent's idle write bound may end the others).
+//! agent's idle write bound may end the others); a *handle thief* sends
+//! every handle op (`Read`, `Write`, `ReadDir`, `FStat`, `FSetStat`,
+//! `CloseHandle`) on numbers it does not hold, shaped as the agent numbers
+//! handles (so other clients' numbers are among them) and the numbers its
+//! own earlier connections opened, which its slot's next occupant may be
+//! (owed exactly "{op}: Bad file descriptor (os error 9)" each time, and
+//! nothing else).
 //!
 //! # Invariants (a violation panics: "invariant violated: ...")
 //!
@@ -83,8 +102,12 @@
 //! - Every answer is what the model predicts: exact error messages, `Stat`
 //!   and `List` metadata, read data byte for byte; "no space left" only
 //!   when the space bound allows it.
-//! - Once the agent has handled a disconnect notice, no session of that
-//!   range survives; after a stream reset none at all.
+//! - Once the agent has handled a disconnect notice, no session and no
+//!   handle of that range survives (`Agent::open_handles_of`); after a
+//!   stream reset none at all.
+//! - A handle never answers a client that did not open it: the thief gets
+//!   `EBADF` for every number it tries, never data, an `ok` or a session,
+//!   and the model shows no honest client's file changed.
 //! - A write that did not complete leaves the previous content; nothing
 //!   acknowledged is ever lost: after the drain the whole tree equals the
 //!   model and the ramfs accounting equals what the tree holds, and after

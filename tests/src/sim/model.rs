@@ -1,9 +1,14 @@
 //! The reference model: what the agent's filesystem must hold, as a sorted
 //! map from path to node, and every filesystem operation applied to it with
 //! the agent's documented semantics (agent-core's lib.rs and fs.rs,
-//! PROTOCOL.md §6): writes replace a file whole, `Mkdir` makes parents and
-//! is idempotent, `RemoveDir` is recursive, `Copy` and `Rename` make the
-//! destination's parents first, `Rename` follows rename(2).
+//! PROTOCOL.md §6 and §10): writes replace a file whole, `Mkdir` makes
+//! parents and is idempotent, `RemoveDir` is recursive, `Copy` and `Rename`
+//! make the destination's parents first, `Rename` follows rename(2); of the
+//! current surface, `RealPath` canonicalizes (a missing last component is
+//! kept if its parent resolves), `Stat{follow_symlink}` stats, `SetStat`
+//! chmods and sets times step by step as the reference does, `Mkdir{mode}`
+//! is `create_dir_all` then a chmod, and `RemoveDir{recursive: false}` is
+//! rmdir(2).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +17,23 @@ use agent_core::{FsError, mode};
 use wire::FsOp;
 
 use super::content::Content;
+
+/// The setgid permission bit.
+const SETGID: u32 = 0o2000;
+
+/// The name every symlink of the workload has. No other operation names
+/// it, so no path the workload makes leads through a symlink; only
+/// `Symlink`, `ReadLink`, `Stat{follow_symlink}` and `RealPath` name one.
+pub const LINK_NAME: &str = "s";
+
+/// Targets of the workload's symlinks, relative to the link's directory:
+/// entries the workload makes, names it never makes (dangling), paths
+/// above the client's subtree where nothing is, and the link itself (a
+/// loop: `ELOOP` when followed).
+pub const LINK_TARGETS: [&str; 6] = ["a", "b/c", "../a", "../../../e", "nowhere", LINK_NAME];
+
+/// Symlinks followed in one resolution before `ELOOP` (Linux's).
+const MAX_FOLLOWS: usize = agent_core::MAX_SYMLINK_FOLLOWS as usize;
 
 /// One file or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +50,12 @@ pub enum Node {
         /// The bytes.
         content: Content,
     },
+    /// A symlink (one of [`LINK_TARGETS`]; the ramfs keeps its target in a
+    /// block of its own).
+    Symlink {
+        /// What it points at, as given.
+        target: &'static str,
+    },
 }
 
 /// Metadata of one entry as `Stat` and `List` report it.
@@ -35,7 +63,7 @@ pub enum Node {
 pub struct Info {
     /// Full path.
     pub path: String,
-    /// `"file"` or `"dir"`.
+    /// `"file"`, `"dir"` or `"symlink"`.
     pub kind: &'static str,
     /// Size in bytes (for a directory, tmpfs's: 40 and 20 per entry).
     pub size: u64,
@@ -53,6 +81,9 @@ impl Info {
             None => ("dir", dir_size, mode::DIR | mode::DEFAULT_DIR),
             Some(Node::Dir { perm }) => ("dir", dir_size, mode::DIR | perm),
             Some(Node::File { perm, content }) => ("file", content.len, mode::FILE | perm),
+            Some(Node::Symlink { target }) => {
+                ("symlink", target.len() as u64, mode::SYMLINK | mode::SYMLINK_PERMISSIONS)
+            }
         };
         Info { path: path.to_string(), kind, size, mode }
     }
@@ -96,6 +127,54 @@ pub enum Op {
         /// Where to.
         dst: String,
     },
+    /// `FsOp::Stat` of the current shape (`follow_symlink` given).
+    StatAt {
+        /// The path.
+        path: String,
+        /// Whether a final symlink is followed.
+        follow: bool,
+        /// Where the symlink at `path` led when the call was made (its
+        /// answer depends on that path too).
+        via: Option<String>,
+    },
+    /// `FsOp::RealPath`.
+    RealPath {
+        /// The path.
+        path: String,
+        /// As for [`Op::StatAt`].
+        via: Option<String>,
+    },
+    /// `FsOp::Symlink`.
+    Symlink {
+        /// What it points at.
+        target: &'static str,
+        /// Where it is made.
+        link: String,
+    },
+    /// `FsOp::ReadLink`.
+    ReadLink(String),
+    /// `FsOp::SetStat` with a mode and/or a modification time.
+    SetStat {
+        /// The path.
+        path: String,
+        /// Whether a final symlink is followed.
+        follow: bool,
+        /// Permission bits to set (type and high bits are masked).
+        mode: Option<u32>,
+        /// Modification time to set, Unix seconds.
+        mtime: Option<i64>,
+    },
+    /// `FsOp::MkdirWith`: the current `Mkdir`.
+    MkdirWith {
+        /// The directory.
+        path: String,
+        /// Its permission bits (also when it exists already).
+        mode: Option<u32>,
+        /// The user it is made as (a name the guest does not know is refused).
+        user: Option<&'static str>,
+    },
+    /// `FsOp::RemoveDir` with `recursive: false`: only an empty directory.
+    RemoveEmptyDir(String),
 }
 
 impl Op {
@@ -111,21 +190,52 @@ impl Op {
             Op::RemoveDir(_) => "remove_dir",
             Op::Copy { .. } => "copy",
             Op::Rename { .. } => "rename",
+            Op::StatAt { .. } => "stat",
+            Op::RealPath { .. } => "realpath",
+            Op::Symlink { .. } => "symlink",
+            Op::ReadLink(_) => "readlink",
+            Op::SetStat { .. } => "setstat",
+            Op::MkdirWith { .. } => "mkdir",
+            Op::RemoveEmptyDir(_) => "remove_dir",
         }
     }
 
-    /// The paths the operation names.
+    /// The paths the operation names (for `RealPath`, also the one it
+    /// depends on).
     pub fn paths(&self) -> (&str, Option<&str>) {
         match self {
-            Op::Stat(p) | Op::List(p) | Op::Read(p) | Op::Mkdir(p) | Op::Remove(p) | Op::RemoveDir(p) => (p, None),
-            Op::Write { path, .. } => (path, None),
+            Op::Stat(p)
+            | Op::List(p)
+            | Op::Read(p)
+            | Op::Mkdir(p)
+            | Op::Remove(p)
+            | Op::RemoveDir(p)
+            | Op::ReadLink(p)
+            | Op::RemoveEmptyDir(p) => (p, None),
+            Op::StatAt { path, via, .. } => (path, via.as_deref()),
+            // Its answer depends on where a symlink leads, else on whether
+            // the parent resolves, which a write or mkdir of a sibling may
+            // change.
+            Op::RealPath { path, via } => (path, via.as_deref().or_else(|| parent(path))),
+            // It fails unless the parent is there, which a write or mkdir
+            // of a sibling may make.
+            Op::Symlink { link, .. } => (link, parent(link)),
+            Op::Write { path, .. } | Op::SetStat { path, .. } | Op::MkdirWith { path, .. } => (path, None),
             Op::Copy { src, dst } | Op::Rename { src, dst } => (src, Some(dst)),
         }
     }
 
     /// Whether the operation can change the filesystem.
     pub fn mutates(&self) -> bool {
-        !matches!(self, Op::Stat(_) | Op::List(_) | Op::Read(_))
+        !matches!(
+            self,
+            Op::Stat(_) | Op::List(_) | Op::Read(_) | Op::StatAt { .. } | Op::RealPath { .. } | Op::ReadLink(_)
+        )
+    }
+
+    /// Whether the operation is of the current surface (PROTOCOL.md §10).
+    pub fn is_current(&self) -> bool {
+        self.as_wire().is_current_shape()
     }
 
     /// The request as it goes on the wire.
@@ -140,6 +250,16 @@ impl Op {
             Op::RemoveDir(path) => FsOp::RemoveDir { path, recursive: None },
             Op::Copy { src, dst } => FsOp::Copy { src, dst },
             Op::Rename { src, dst } => FsOp::Rename { src, dst },
+            Op::StatAt { path, follow, .. } => FsOp::Stat { path, follow_symlink: Some(*follow) },
+            Op::RealPath { path, .. } => FsOp::RealPath { path },
+            Op::Symlink { target, link } => FsOp::Symlink { target, link_path: link, user: None },
+            Op::ReadLink(path) => FsOp::ReadLink { path },
+            Op::SetStat { path, follow, mode, mtime } => {
+                let attrs = wire::FsSetAttrs { mode: *mode, mtime: *mtime, ..wire::FsSetAttrs::default() };
+                FsOp::SetStat { path, follow_symlink: *follow, attrs }
+            }
+            Op::MkdirWith { path, mode, user } => FsOp::MkdirWith { path, mode: *mode, user: *user },
+            Op::RemoveEmptyDir(path) => FsOp::RemoveDir { path, recursive: Some(false) },
         }
     }
 }
@@ -158,6 +278,8 @@ pub enum Expect {
     List(Vec<Info>),
     /// Data chunks with exactly this content, then `ok: true`.
     Read(Content),
+    /// `ok: true` with this path (`RealPath`).
+    Path(String),
 }
 
 /// The filesystem as it must be.
@@ -169,6 +291,8 @@ pub struct Model {
     refs: BTreeMap<u64, u32>,
     /// Data blocks of the distinct contents.
     content_blocks: u64,
+    /// Symlinks (each holds its target in a content of one block).
+    links: u64,
 }
 
 /// The prefixes of a normalized path, shortest first: `/a/b` -> `/a`, `/a/b`.
@@ -198,14 +322,23 @@ impl Model {
         self.nodes.len() as u64 + 1
     }
 
-    /// Data blocks the ramfs uses for this tree's contents.
+    /// Data blocks the ramfs uses for this tree's contents (symlink
+    /// targets included).
     pub fn content_blocks(&self) -> u64 {
-        self.content_blocks
+        self.content_blocks + self.links
     }
 
     /// Distinct non-empty contents (ramfs content records in use).
     pub fn distinct_contents(&self) -> usize {
-        self.refs.len()
+        self.refs.len() + self.links as usize
+    }
+
+    /// Where the symlink at `path` leads (`None`: no symlink there).
+    pub fn link_leads_to(&self, path: &str) -> Option<String> {
+        match self.nodes.get(path) {
+            Some(Node::Symlink { target }) => Some(target_path(path, target)),
+            _ => None,
+        }
     }
 
     /// The direct children of `dir`, by path.
@@ -236,6 +369,22 @@ impl Model {
             Op::RemoveDir(path) => self.remove_dir(path),
             Op::Copy { src, dst } => self.copy(src, dst),
             Op::Rename { src, dst } => self.rename(src, dst),
+            Op::StatAt { path, follow, .. } => {
+                return self.stat_at(path, *follow).map_or_else(|e| failed(op, e), Expect::Stat);
+            }
+            Op::RealPath { path, .. } => return self.real_path(path).map_or_else(|e| failed(op, e), Expect::Path),
+            Op::ReadLink(path) => return self.read_link(path).map_or_else(|e| failed(op, e), Expect::Path),
+            Op::Symlink { target, link } => self.symlink(target, link),
+            Op::SetStat { path, follow, mode, mtime } => {
+                return self
+                    .set_stat(path, *follow, *mode, mtime.is_some())
+                    .map_or_else(|(step, e)| Expect::Failed(format!("setstat: {step}: {e}")), |()| Expect::Done);
+            }
+            Op::MkdirWith { user: Some(user), .. } if *user != "root" && user.parse::<u32>().is_err() => {
+                return Expect::Failed(format!("mkdir: unknown user \"{user}\""));
+            }
+            Op::MkdirWith { path, mode, .. } => self.mkdir_with(path, *mode),
+            Op::RemoveEmptyDir(path) => self.remove_empty_dir(path),
         };
         result.map_or_else(|e| failed(op, e), |()| Expect::Done)
     }
@@ -251,6 +400,7 @@ impl Model {
         match self.resolve(path) {
             Ok(None | Some(Node::Dir { .. })) => Err(FsError::IsADirectory),
             Ok(Some(Node::File { .. })) | Err(FsError::NotFound) => Ok(()),
+            Ok(Some(Node::Symlink { .. })) => unreachable!("the workload writes no symlink: {path}"),
             Err(e) => Err(e),
         }
     }
@@ -265,6 +415,7 @@ impl Model {
         let perm = match self.nodes.get(path) {
             Some(Node::File { perm, .. }) => mode.map_or(*perm, |m| m & mode::PERMISSIONS),
             Some(Node::Dir { .. }) => return Err(FsError::IsADirectory),
+            Some(Node::Symlink { .. }) => unreachable!("the workload writes no symlink: {path}"),
             None => mode.unwrap_or(mode::DEFAULT_FILE) & mode::PERMISSIONS,
         };
         self.put(path, Node::File { perm, content });
@@ -275,8 +426,10 @@ impl Model {
     fn resolve(&self, path: &str) -> Result<Option<&Node>, FsError> {
         let mut at: Option<&Node> = None;
         for prefix in prefixes(path) {
-            if let Some(Node::File { .. }) = at {
-                return Err(FsError::NotADirectory);
+            match at {
+                Some(Node::File { .. }) => return Err(FsError::NotADirectory),
+                Some(Node::Symlink { .. }) => panic!("the workload made a path through a symlink: {path}"),
+                _ => {}
             }
             at = Some(self.nodes.get(prefix).ok_or(FsError::NotFound)?);
         }
@@ -297,13 +450,132 @@ impl Model {
         }
     }
 
+    /// `RealPath`: where the path leads, symlinks followed; also the path
+    /// itself when that fails but its parent resolves (to anything: the
+    /// reference canonicalizes the parent and appends the name, so a
+    /// dangling symlink is its own real path); else the error of resolving
+    /// the whole path.
+    fn real_path(&self, path: &str) -> Result<String, FsError> {
+        match (self.follow(path), parent(path).map(|p| self.resolve(p))) {
+            (Ok((at, _)), _) => Ok(at),
+            (Err(_), Some(Ok(_))) => Ok(path.to_string()),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// `Stat` with `follow_symlink`: the path as given, the entry a final
+    /// symlink leads to if followed.
+    fn stat_at(&self, path: &str, follow: bool) -> Result<Info, FsError> {
+        if !follow {
+            return self.stat(path);
+        }
+        let (at, node) = self.follow(path)?;
+        Ok(Info::of(path, node, self.children(&at).count()))
+    }
+
+    /// The entry at `path` with a final symlink followed (as often as
+    /// Linux follows), and its own path.
+    fn follow(&self, path: &str) -> Result<(String, Option<&Node>), FsError> {
+        let mut at = path.to_string();
+        for _ in 0..=MAX_FOLLOWS {
+            match self.resolve(&at)? {
+                Some(Node::Symlink { target }) => at = target_path(&at, target),
+                node => return Ok((at, node)),
+            }
+        }
+        Err(FsError::Loop)
+    }
+
+    /// `ReadLink`: a symlink's target; anything else is `EINVAL`.
+    fn read_link(&self, path: &str) -> Result<String, FsError> {
+        match self.resolve(path)? {
+            Some(Node::Symlink { target }) => Ok(target.to_string()),
+            _ => Err(FsError::InvalidArgument),
+        }
+    }
+
+    /// What a `Symlink` at `link` fails with before it needs space: the
+    /// parent must be a directory and the name free.
+    pub fn symlink_check(&self, link: &str) -> Result<(), FsError> {
+        self.resolve_parent(link)?;
+        if self.nodes.contains_key(link) {
+            return Err(FsError::AlreadyExists);
+        }
+        Ok(())
+    }
+
+    /// symlink(2).
+    fn symlink(&mut self, target: &'static str, link: &str) -> Result<(), FsError> {
+        self.symlink_check(link)?;
+        self.put(link, Node::Symlink { target });
+        Ok(())
+    }
+
+    /// `SetStat` of a mode and/or times: each step resolves the path
+    /// again and names itself in a failure (the times are not modelled:
+    /// every answer checks only that they are plausible).
+    fn set_stat(
+        &mut self,
+        path: &str,
+        follow: bool,
+        mode: Option<u32>,
+        times: bool,
+    ) -> Result<(), (&'static str, FsError)> {
+        if let Some(m) = mode {
+            let step = if follow { "chmod" } else { "lstat before chmod" };
+            self.resolve(path).map_err(|e| (step, e))?;
+            self.chmod(path, m);
+        }
+        if times {
+            self.resolve(path).map_err(|e| ("stat before utimensat", e))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the permission bits of the entry at `path` (which exists).
+    fn chmod(&mut self, path: &str, m: u32) {
+        let perm = m & mode::PERMISSIONS;
+        match self.nodes.get_mut(path) {
+            Some(Node::Dir { perm: p } | Node::File { perm: p, .. }) => *p = perm,
+            Some(Node::Symlink { .. }) => unreachable!("the workload chmods no symlink: {path}"),
+            None => {}
+        }
+    }
+
+    /// The current `Mkdir`: `create_dir_all`, then a chmod of the
+    /// directory if a mode is given (also when it existed).
+    fn mkdir_with(&mut self, path: &str, mode: Option<u32>) -> Result<(), FsError> {
+        self.mkdir(path)?;
+        if let Some(m) = mode {
+            self.chmod(path, m);
+        }
+        Ok(())
+    }
+
+    /// rmdir(2): an empty directory only.
+    fn remove_empty_dir(&mut self, path: &str) -> Result<(), FsError> {
+        match self.resolve(path)? {
+            None => Err(FsError::Busy),
+            Some(Node::File { .. } | Node::Symlink { .. }) => Err(FsError::NotADirectory),
+            Some(Node::Dir { .. }) if self.children(path).next().is_some() => Err(FsError::DirectoryNotEmpty),
+            Some(Node::Dir { .. }) => {
+                self.take(path);
+                Ok(())
+            }
+        }
+    }
+
+    /// `create_dir_all`. As Linux, a directory made in a setgid directory
+    /// is setgid too (a `chmod` may set the bit).
     fn mkdir(&mut self, path: &str) -> Result<(), FsError> {
+        let mut setgid = 0;
         for prefix in prefixes(path) {
             match self.nodes.get(prefix) {
-                Some(Node::Dir { .. }) => {}
+                Some(Node::Dir { perm }) => setgid = perm & SETGID,
                 Some(Node::File { .. }) if prefix.len() == path.len() => return Err(FsError::AlreadyExists),
                 Some(Node::File { .. }) => return Err(FsError::NotADirectory),
-                None => self.put(prefix, Node::Dir { perm: mode::DEFAULT_DIR }),
+                Some(Node::Symlink { .. }) => unreachable!("the workload makes no directory at a symlink: {path}"),
+                None => self.put(prefix, Node::Dir { perm: mode::DEFAULT_DIR | setgid }),
             }
         }
         Ok(())
@@ -323,6 +595,11 @@ impl Model {
         match self.resolve(path)? {
             None => Err(FsError::Busy),
             Some(Node::File { .. }) => Err(FsError::NotADirectory),
+            // `remove_dir_all` unlinks a symlink.
+            Some(Node::Symlink { .. }) => {
+                self.take(path);
+                Ok(())
+            }
             Some(Node::Dir { .. }) => {
                 for p in self.subtree(path) {
                     self.take(&p);
@@ -428,8 +705,10 @@ impl Model {
 
     /// Sets the node at `path`, keeping content references counted.
     fn put(&mut self, path: &str, node: Node) {
-        if let Node::File { content, .. } = node {
-            self.retain(content);
+        match node {
+            Node::File { content, .. } => self.retain(content),
+            Node::Symlink { .. } => self.links += 1,
+            Node::Dir { .. } => {}
         }
         if let Some(old) = self.nodes.insert(path.to_string(), node) {
             self.release(old);
@@ -455,6 +734,9 @@ impl Model {
     }
 
     fn release(&mut self, node: Node) {
+        if let Node::Symlink { .. } = node {
+            self.links -= 1;
+        }
         let Node::File { content, .. } = node else { return };
         if content == Content::EMPTY {
             return;
@@ -466,6 +748,23 @@ impl Model {
             self.content_blocks -= content.blocks();
         }
     }
+}
+
+/// Where a symlink at `link` with `target` (relative) leads: resolved
+/// against the link's directory, `..` stopping at `/`, as Linux resolves
+/// it (no directory on the way is a symlink).
+fn target_path(link: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = parent(link).unwrap_or("/").split('/').filter(|p| !p.is_empty()).collect();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// The failure answer for `op`.

@@ -265,6 +265,15 @@ impl Params {
                 params.hostile_file = Some(Content::new(rng.range(1, u64::MAX), HOSTILE_FILE_BYTES));
             }
         }
+        // Drawn last, so the rest of the shape is what the seed drew
+        // before they existed.
+        params.mix.draw_current(rng);
+        if params.shutdown_at.is_some() {
+            params.mix.without_symlinks();
+        }
+        if !params.hostiles.is_empty() && rng.chance(HOSTILE_KIND_CHANCE) {
+            params.hostiles.push(Kind::Thief);
+        }
         params
     }
 }

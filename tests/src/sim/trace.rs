@@ -93,6 +93,12 @@ pub struct Faults {
     pub forged_frames_refused: u64,
     /// A hog's writes refused past its share of sessions.
     pub hog_refusals: u64,
+    /// Operations of the current surface (PROTOCOL.md §10) answered to
+    /// honest clients as the model predicts (a coverage count).
+    pub current_ops: u64,
+    /// A handle thief's requests on handles it does not hold, refused
+    /// `EBADF`.
+    pub handle_thefts: u64,
 }
 
 impl Faults {
@@ -104,7 +110,7 @@ impl Faults {
     }
 
     /// Every counter with its name.
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
+    pub fn counters(&self) -> [(&'static str, u64); 17] {
         [
             ("client disconnects", self.disconnects),
             ("truncated client frames", self.truncated_frames),
@@ -121,10 +127,12 @@ impl Faults {
             ("hostile: hang-ups mid-read (slot churn)", self.churns),
             ("hostile: forged host-only frames refused", self.forged_frames_refused),
             ("hostile: hog writes refused past share", self.hog_refusals),
+            ("current-surface ops answered", self.current_ops),
+            ("hostile: handle thefts refused (EBADF)", self.handle_thefts),
         ]
     }
 
-    fn counters_mut(&mut self) -> [&mut u64; 15] {
+    fn counters_mut(&mut self) -> [&mut u64; 17] {
         [
             &mut self.disconnects,
             &mut self.truncated_frames,
@@ -141,6 +149,8 @@ impl Faults {
             &mut self.churns,
             &mut self.forged_frames_refused,
             &mut self.hog_refusals,
+            &mut self.current_ops,
+            &mut self.handle_thefts,
         ]
     }
 }
@@ -148,7 +158,7 @@ impl Faults {
 impl fmt::Display for Faults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, count) in self.counters() {
-            writeln!(f, "  {name:<38} {count}")?;
+            writeln!(f, "  {name:<42} {count}")?;
         }
         Ok(())
     }

@@ -32,6 +32,12 @@ pub fn compare_tree(fs: &mut Ramfs<'_>, model: &Model) {
                         violation!("the ramfs holds other bytes in {path} than the model ({content:?})");
                     }
                 }
+                (Some(Node::Symlink { target }), EntryKind::Symlink) if meta.size == target.len() as u64 => {
+                    let mut got = agent_core::path::PathBuf::new();
+                    if fs.read_link(&path, &mut got).is_err() || got.as_str() != *target {
+                        violation!("the ramfs has {path} -> {:?}; the model -> {target}", got.as_str());
+                    }
+                }
                 (node, _) => violation!("the ramfs has {path} as {meta:?}; the model has {node:?}"),
             }
         }

@@ -1,6 +1,6 @@
-//! The workload: random filesystem operations over one client's subtree
-//! (`/c<k>/...`, a few short names, three levels deep so paths collide
-//! often), file sizes that favour small files but reach the block and
+//! The workload: random filesystem operations, seed-era and current,
+//! over one client's subtree (`/c<k>/...`, a few short names, three levels
+//! deep so paths collide often, and symlinks named `s`), file sizes that favour small files but reach the block and
 //! chunk boundaries, and the rule that keeps predictions exact under
 //! concurrency.
 
@@ -8,7 +8,8 @@ use agent_core::path::{is_within, split};
 use wire::FS_CHUNK_SIZE;
 
 use super::content::Content;
-use super::model::{Model, Op};
+use super::model::{LINK_NAME, LINK_TARGETS, Model, Node, Op};
+use super::world::UNIX_BASE_NS;
 use crate::rng::Rng;
 
 /// Names of the entries below a client's root.
@@ -65,9 +66,29 @@ pub enum Kind {
     Rename,
     /// A `Stat` or `List` with flipped bytes in its body.
     Corrupt,
+    /// `Stat` of the current shape (`follow_symlink` given).
+    StatAt,
+    /// `RealPath`.
+    RealPath,
+    /// `SetStat` of a mode and/or a modification time.
+    SetStat,
+    /// `Mkdir` of the current shape (a mode, a user).
+    MkdirWith,
+    /// `RemoveDir` with `recursive: false`.
+    RemoveEmptyDir,
+    /// `Symlink`.
+    Symlink,
+    /// `ReadLink`.
+    ReadLink,
 }
 
-const KINDS: [Kind; 10] = [
+/// Where [`Kind::Corrupt`] is in [`KINDS`].
+const CORRUPT: usize = 9;
+
+/// Where [`Kind::Symlink`] is in [`KINDS`].
+const SYMLINK: usize = 15;
+
+const KINDS: [Kind; 17] = [
     Kind::Stat,
     Kind::List,
     Kind::Read,
@@ -78,24 +99,55 @@ const KINDS: [Kind; 10] = [
     Kind::Copy,
     Kind::Rename,
     Kind::Corrupt,
+    Kind::StatAt,
+    Kind::RealPath,
+    Kind::SetStat,
+    Kind::MkdirWith,
+    Kind::RemoveEmptyDir,
+    Kind::Symlink,
+    Kind::ReadLink,
 ];
 
-/// Base weights of [`KINDS`] (writes and reads dominate).
-const BASE_WEIGHTS: [u64; 10] = [12, 8, 14, 24, 8, 8, 3, 8, 8, 0];
+/// Base weights of [`KINDS`] (writes and reads dominate; the current
+/// surface's path operations take about a seventh).
+const BASE_WEIGHTS: [u64; 17] = [12, 8, 14, 24, 8, 8, 3, 8, 8, 0, 4, 3, 4, 3, 3, 3, 2];
 
 /// The weights of the operation kinds in one run.
 #[derive(Debug, Clone)]
 pub struct Mix {
-    weights: [u64; 10],
+    weights: [u64; 17],
     total: u64,
 }
 
 impl Mix {
-    /// Weights drawn around the base ones; corrupt requests only with faults.
+    /// Weights drawn around the base ones for the seed-era kinds; corrupt
+    /// requests only with faults. The current kinds' weights come from
+    /// [`Mix::draw_current`], drawn after the rest of a run's shape, so
+    /// that adding them left the shape every seed had before unchanged.
     pub fn draw(rng: &mut Rng, faults: bool) -> Mix {
-        let mut weights = BASE_WEIGHTS.map(|w| w * rng.range(1, 3));
-        weights[9] = if faults && rng.chance(0.5) { rng.range(1, 4) } else { 0 };
+        let mut weights = [0; KINDS.len()];
+        for (w, base) in weights.iter_mut().zip(BASE_WEIGHTS).take(CORRUPT + 1) {
+            *w = base * rng.range(1, 3);
+        }
+        weights[CORRUPT] = if faults && rng.chance(0.5) { rng.range(1, 4) } else { 0 };
         Mix { weights, total: weights.iter().sum() }
+    }
+
+    /// Draws the weights of the current surface's kinds.
+    pub fn draw_current(&mut self, rng: &mut Rng) {
+        for (w, base) in self.weights.iter_mut().zip(BASE_WEIGHTS).skip(CORRUPT + 1) {
+            *w = base * rng.range(1, 3);
+        }
+        self.total = self.weights.iter().sum();
+    }
+
+    /// No `Symlink` in this run: a symlink takes a block, so one whose
+    /// answer was lost may or may not have been made when space was short,
+    /// and only a later connection can look (a run that ends with a
+    /// shutdown may have none).
+    pub fn without_symlinks(&mut self) {
+        self.weights[SYMLINK] = 0;
+        self.total = self.weights.iter().sum();
     }
 
     /// The next kind.
@@ -122,16 +174,18 @@ pub fn random_path(rng: &mut Rng, root: &str) -> String {
     path
 }
 
-/// An existing path at or below `root`, found by walking down the model.
+/// An existing path at or below `root`, found by walking down the model
+/// (never a symlink).
 fn existing_path(rng: &mut Rng, model: &Model, root: &str) -> String {
     let mut at = root.to_string();
     for _ in 0..MAX_DEPTH {
-        let n = model.children(&at).count() as u64;
+        let not_link = |(_, node): &(&String, &Node)| !matches!(node, Node::Symlink { .. });
+        let n = model.children(&at).filter(not_link).count() as u64;
         if n == 0 || rng.chance(0.2) {
             break;
         }
         let pick = rng.below(n) as usize;
-        at = model.children(&at).nth(pick).map(|(p, _)| p.clone()).unwrap_or(at);
+        at = model.children(&at).filter(not_link).nth(pick).map(|(p, _)| p.clone()).unwrap_or(at);
     }
     at
 }
@@ -173,8 +227,54 @@ pub fn generate(rng: &mut Rng, model: &Model, root: &str, kind: Kind, sizes: Siz
         Kind::RemoveDir => Op::RemoveDir(below_root(rng, model, root)),
         Kind::Copy => Op::Copy { src: below_root(rng, model, root), dst: some_path(rng, model, root) },
         Kind::Rename => Op::Rename { src: some_path(rng, model, root), dst: some_path(rng, model, root) },
+        Kind::StatAt => {
+            let path = path_or_link(rng, model, root);
+            Op::StatAt { via: model.link_leads_to(&path), path, follow: rng.chance(0.5) }
+        }
+        Kind::RealPath => {
+            let path = path_or_link(rng, model, root);
+            Op::RealPath { via: model.link_leads_to(&path), path }
+        }
+        Kind::Symlink => {
+            let target: &&'static str = rng.pick(&LINK_TARGETS);
+            Op::Symlink { target, link: link_path(rng, model, root) }
+        }
+        Kind::ReadLink => Op::ReadLink(path_or_link(rng, model, root)),
+        Kind::SetStat => {
+            let mode = rng.chance(0.7).then(|| *rng.pick(&MODES));
+            let mtime = (mode.is_none() || rng.chance(0.3)).then(|| *rng.pick(&MTIMES));
+            Op::SetStat { path: some_path(rng, model, root), follow: rng.chance(0.5), mode, mtime }
+        }
+        Kind::MkdirWith => {
+            let mode = rng.chance(0.5).then(|| *rng.pick(&MODES));
+            Op::MkdirWith { path: below_root(rng, model, root), mode, user: *rng.pick(&USERS) }
+        }
+        Kind::RemoveEmptyDir => Op::RemoveEmptyDir(below_root(rng, model, root)),
     }
 }
+
+/// Where a symlink is (or may be): in an existing directory most of the
+/// time.
+fn link_path(rng: &mut Rng, model: &Model, root: &str) -> String {
+    let dir = if rng.chance(0.8) { existing_path(rng, model, root) } else { random_path(rng, root) };
+    format!("{dir}/{LINK_NAME}")
+}
+
+/// A symlink's path half of the time, else any path.
+fn path_or_link(rng: &mut Rng, model: &Model, root: &str) -> String {
+    if rng.chance(0.5) { link_path(rng, model, root) } else { some_path(rng, model, root) }
+}
+
+/// Modes a `SetStat` or `Mkdir` sets (type and high bits are masked).
+const MODES: [u32; 7] = [0o644, 0o600, 0o755, 0o700, 0o4755, 0o100_600, u32::MAX];
+
+/// Modification times a `SetStat` sets: within the run's clock (an
+/// answer's times are checked to be), Unix seconds.
+const MTIMES: [i64; 2] = [(UNIX_BASE_NS / 1_000_000_000) as i64, (UNIX_BASE_NS / 1_000_000_000) as i64 - 1];
+
+/// Users a current `Mkdir` names: root by default, by name or number, and
+/// a name the guest has no user database for (refused).
+const USERS: [Option<&str>; 4] = [None, Some("root"), Some("1000"), Some("nobody")];
 
 /// The write that opens a flood: the largest file, at a random path.
 pub fn flood_write(rng: &mut Rng, root: &str) -> Op {
@@ -242,8 +342,9 @@ pub fn conflicts(in_flight: &Op, new: &Op) -> bool {
 /// Entries `op` may create (parents included).
 pub fn new_entries(model: &Model, op: &Op) -> u64 {
     match op {
-        Op::Write { path, .. } | Op::Mkdir(path) => model.missing_components(path),
+        Op::Write { path, .. } | Op::Mkdir(path) | Op::MkdirWith { path, .. } => model.missing_components(path),
         Op::Copy { dst, .. } => model.missing_components(dst),
+        Op::Symlink { link, .. } => u64::from(model.node(link).is_none()),
         Op::Rename { dst, .. } => split(dst).map_or(0, |(parent, _)| model.missing_components(parent)),
         _ => 0,
     }

@@ -285,6 +285,14 @@ impl<'m> Sim<'m> {
                     check.end
                 );
             }
+            if agent.open_handles_of(check.start) != 0 {
+                violation!(
+                    "{} handles survived the disconnect of ids {}..{}",
+                    agent.open_handles_of(check.start),
+                    check.start,
+                    check.end
+                );
+            }
             false
         });
         if self.guest.off && self.shared.phase != Phase::Halting {
@@ -299,6 +307,9 @@ impl<'m> Sim<'m> {
         }
         if self.guest.agent.sessions() != 0 {
             violation!("{} sessions survived the stream reset", self.guest.agent.sessions());
+        }
+        if self.guest.agent.open_handles() != 0 {
+            violation!("{} handles survived the stream reset", self.guest.agent.open_handles());
         }
         // What the host wrote is still on its way (a corrupt stream's tail
         // included): the agent's quiet period is what keeps it out of the
