@@ -128,6 +128,9 @@ pub enum PlantedBug {
     /// A corrupt stream is taken for a fresh one at once, without waiting
     /// for the link to be quiet.
     ResyncWithoutQuiet,
+    /// A disconnected relay client's handles stay open, and the next
+    /// client of its slot may use them.
+    HandlesSurviveDisconnect,
 }
 
 /// Reads and writes in flight at once. Each holds a reader or a staged

@@ -175,6 +175,15 @@ fn a_resync_that_does_not_wait_for_quiet_is_caught() {
     caught(Bug::ResyncWithoutQuiet, &["the agent lost the stream"], "bug=resync-without-quiet");
 }
 
+#[test]
+fn handles_that_survive_their_clients_disconnect_are_caught() {
+    caught(
+        Bug::HandlesSurviveDisconnect,
+        &["owed Some(BadHandle", "survived the disconnect"],
+        "bug=handles-survive-disconnect",
+    );
+}
+
 /// Reads a `u64` from the environment.
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))

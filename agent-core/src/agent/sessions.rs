@@ -545,8 +545,10 @@ impl<F: Filesystem> Core<'_, F> {
                 i += 1;
             }
         }
-        let fs = &mut self.fs;
-        self.handles.drop_range(range.id_start, range.id_end_exclusive, &mut |open| release_open(fs, open));
+        if self.config.planted != PlantedBug::HandlesSurviveDisconnect {
+            let fs = &mut self.fs;
+            self.handles.drop_range(range.id_start, range.id_end_exclusive, &mut |open| release_open(fs, open));
+        }
         log::info!("relay client {}..{} disconnected", range.id_start, range.id_end_exclusive);
     }
 

@@ -6,6 +6,7 @@
 use core::convert::Infallible;
 
 use agent_core::driver;
+use agent_core::handles::HandleMemory;
 use agent_core::ramfs::Ramfs;
 use agent_core::{Agent, Config, Event, MIN_RX_BUFFER, PowerOff};
 use embedded_io::{ErrorType, Read, ReadReady, Write, WriteReady};
@@ -59,8 +60,9 @@ pub struct Guest<'m> {
 }
 
 impl<'m> Guest<'m> {
-    /// A started agent over a fresh ramfs in `memory`.
-    pub fn new(memory: &'m mut Memory, params: &Params) -> Guest<'m> {
+    /// A started agent over a fresh ramfs in `memory`, with the handle
+    /// table `handles`.
+    pub fn new(memory: &'m mut Memory, handles: HandleMemory<'m, Ramfs<'m>>, params: &Params) -> Guest<'m> {
         let arena = &mut memory.arena[..params.arena_bytes];
         let fs = match params.entries {
             Some(entries) => Ramfs::with_entries(arena, entries, 0),
@@ -70,7 +72,7 @@ impl<'m> Guest<'m> {
         let config =
             Config { read_chunk_size: params.read_chunk_size, planted: params.agent_planted(), ..Config::default() };
         let tx = &mut memory.tx[..params.outbox_bytes];
-        let mut agent = Agent::new(fs, &mut memory.rx, tx, config).expect("buffers large enough");
+        let mut agent = Agent::with_handles(fs, &mut memory.rx, tx, handles, config).expect("buffers large enough");
         agent.start(0);
         Guest { agent, rx_full: false, off: false }
     }

@@ -77,8 +77,8 @@ const HOSTILE_STAY_NS: u64 = 20_000_000;
 /// reference's op name goes in front).
 pub const BAD_HANDLE: &str = "Bad file descriptor (os error 9)";
 
-/// The answer to `OpenDir` when the agent has no handle table (as the
-/// simulator's guest is built today: `Agent::new`) or the table is full.
+/// The answer to `OpenDir` when the agent's handle table is full
+/// ([`SIM_HANDLES`](super::SIM_HANDLES) slots in the simulated guest).
 const NO_HANDLE_TABLE: &str = "opendir: Too many open files in system (os error 23)";
 
 /// Handle numbers a thief guesses per connection.

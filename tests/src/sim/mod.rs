@@ -29,10 +29,11 @@
 //! other operation uses, so no path leads through one; a `Stat` or
 //! `RealPath` that follows one also depends on where it leads. A symlink
 //! takes a block: one whose answer a lost connection took while space may
-//! have run out is removed by the next connection before anything else. The simulated guest is built with `Agent::new`, which
-//! lends the agent no handle table: `OpenFile` and `OpenDir` would answer
-//! "Too many open files in system", so honest clients open no handles yet
-//! (a handle session needs the guest to lend a table, in guest.rs). A client never starts an operation while an older one
+//! have run out is removed by the next connection before anything else.
+//! The simulated guest lends its agent a handle table of
+//! [`SIM_HANDLES`] slots; the handles in it are the hostile clients'
+//! (honest clients do their handle I/O in the conformance tests against
+//! Linux, not here). A client never starts an operation while an older one
 //! that mutates a related path (equal, or one below the other) is in
 //! flight; operations on unrelated paths commute. An older read-only
 //! operation never blocks: the agent handles it before anything sent after
@@ -178,11 +179,14 @@ pub enum Bug {
     /// The agent takes a corrupt stream for a fresh one at once, without
     /// waiting for the link to be quiet.
     ResyncWithoutQuiet,
+    /// The agent keeps a disconnected client's handles open for the next
+    /// client of its slot.
+    HandlesSurviveDisconnect,
 }
 
 impl Bug {
     /// Every planted defect with its option value.
-    pub const ALL: [(Bug, &'static str); 8] = [
+    pub const ALL: [(Bug, &'static str); 9] = [
         (Bug::DropDisconnectNotice, "drop-disconnect-notice"),
         (Bug::FlipGuestData, "flip-guest-data"),
         (Bug::ReuseBeforeDrain, "reuse-before-drain"),
@@ -191,6 +195,7 @@ impl Bug {
         (Bug::NoSessionQuota, "no-session-quota"),
         (Bug::RelayWaits, "relay-waits"),
         (Bug::ResyncWithoutQuiet, "resync-without-quiet"),
+        (Bug::HandlesSurviveDisconnect, "handles-survive-disconnect"),
     ];
 
     /// The option value naming this defect.
@@ -298,7 +303,18 @@ pub struct RunReport {
     pub shutdown: bool,
 }
 
+/// Handle slots of the simulated guest's table (the guest's is
+/// `agent_core::handles::MAX_HANDLES`; a run opens far fewer).
+pub const SIM_HANDLES: usize = 256;
+
+/// Long directory paths the simulated guest's table keeps.
+pub const SIM_DIR_PATHS: usize = 4;
+
 /// Runs one seed with the guest in `memory`; panics on a violated invariant.
 pub fn run(seed: u64, options: &Options, memory: &mut Memory) -> RunReport {
-    world::Sim::new(seed, options, memory).run()
+    // A fresh handle table per run (its slots' type names the run's ramfs).
+    let mut slots: Vec<_> = (0..SIM_HANDLES).map(|_| agent_core::handles::HandleSlot::EMPTY).collect();
+    let mut dir_paths: Vec<_> = (0..SIM_DIR_PATHS).map(|_| agent_core::path::PathBuf::new()).collect();
+    let handles = agent_core::handles::HandleMemory { slots: &mut slots, dir_paths: &mut dir_paths };
+    world::Sim::new(seed, options, memory, handles).run()
 }

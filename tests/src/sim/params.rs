@@ -305,6 +305,7 @@ impl Params {
             Bug::HostMessagesAnyId => agent_core::PlantedBug::HostMessagesAnyId,
             Bug::NoSessionQuota => agent_core::PlantedBug::NoSessionQuota,
             Bug::ResyncWithoutQuiet => agent_core::PlantedBug::ResyncWithoutQuiet,
+            Bug::HandlesSurviveDisconnect => agent_core::PlantedBug::HandlesSurviveDisconnect,
             _ => agent_core::PlantedBug::None,
         }
     }

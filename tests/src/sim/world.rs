@@ -26,6 +26,8 @@ use super::space::Space;
 use super::trace::{Faults, Trace};
 use super::{Options, RunReport, verify, violation};
 use crate::rng::Rng;
+use agent_core::handles::HandleMemory;
+use agent_core::ramfs::Ramfs;
 
 /// The host's wall clock at virtual time 0, in Unix ns.
 pub const UNIX_BASE_NS: u64 = 1_700_000_000_000_000_000;
@@ -151,10 +153,10 @@ pub struct Sim<'m> {
 
 impl<'m> Sim<'m> {
     /// A run of `seed`, its guest in `memory`.
-    pub fn new(seed: u64, options: &Options, memory: &'m mut Memory) -> Sim<'m> {
+    pub fn new(seed: u64, options: &Options, memory: &'m mut Memory, handles: HandleMemory<'m, Ramfs<'m>>) -> Sim<'m> {
         let mut rng = Rng::new(seed);
         let params = Params::draw(&mut rng, options);
-        let guest = Guest::new(memory, &params);
+        let guest = Guest::new(memory, handles, &params);
         let usage = guest.agent.fs().usage();
         let space = Space::new(usage.blocks_total as u64, usage.entries_total as u64);
         let clients: Vec<Client> = params.behaviours.iter().enumerate().map(|(i, b)| Client::new(i, *b)).collect();
