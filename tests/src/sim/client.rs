@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use agent_core::mode;
 use host_sync::proto::{CallKind, Calls, Ids, ReadyInfo, Route, check_generation};
-use host_sync::relay::Slot;
+use host_sync::relay::{RelayCore, Slot};
+use host_sync::relay_core::GREETING_RANGE_LEN;
 use wire::{
     Body, DATA_FRAME_HEAD_MAX, FS_CHUNK_SIZE, Frame, FrameStatus, FsData, FsRequest, Message, MessageType, Payload,
     encode_data_frame_head, encode_frame, frame_len, parse_frame,
@@ -509,17 +510,18 @@ impl Client {
     fn greet(&mut self) {
         let conn = self.conn.as_mut().expect("connected");
         let bytes = conn.inbox.bytes();
-        let Some((range, rest)) = bytes.split_first_chunk::<8>() else { return };
+        let Some((range, rest)) = bytes.split_first_chunk::<GREETING_RANGE_LEN>() else { return };
         let consumed = match parse_frame(rest) {
             Ok(FrameStatus::Complete { consumed, .. }) => consumed,
             Ok(FrameStatus::Incomplete { .. }) => return,
             Err(e) => violation!("client {}: the greeting's core.ready is broken: {e}", self.index),
         };
-        let start = u32::from_be_bytes([range[0], range[1], range[2], range[3]]);
-        let end = u32::from_be_bytes([range[4], range[5], range[6], range[7]]);
-        if (start, end) != wire::relay::slot_range(conn.slot) {
-            violation!("client {}: slot {} greeted with ids {start}..{end}", self.index, conn.slot);
+        let range = RelayCore::parse_greeting(range)
+            .unwrap_or_else(|e| violation!("client {}: slot {} greeting: {e}", self.index, conn.slot));
+        if range != wire::relay::slot_range(conn.slot) {
+            violation!("client {}: slot {} greeted with ids {range:?}", self.index, conn.slot);
         }
+        let (start, end) = range;
         let ready = ReadyInfo::from_frame(&rest[..consumed])
             .unwrap_or_else(|e| violation!("client {}: greeting: {e}", self.index));
         if let Err(e) = check_generation(MessageType::FsRequest, ready.generation()) {

@@ -295,7 +295,7 @@ impl Host {
     /// because its client's queue is full (it waits up to
     /// [`OLD_RELAY_PATIENCE_NS`], then lets `RelayCore` cut the client off).
     fn waits_for_a_client(&mut self, frame: &[u8], shared: &Shared) -> bool {
-        let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let id = wire::Frame::parse(frame).expect("the relay routes whole frames").id;
         let full = wire::relay::slot_of(id).and_then(|slot| self.slots[slot].as_ref()).is_some_and(|a| {
             self.core.is_current(a.lease)
                 && self.core.client_queued(a.lease) + frame.len() > self.core.options().client_queue_bytes

@@ -33,7 +33,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use agent_core::MAX_SESSIONS_PER_CLIENT;
 use host_sync::proto::Ids;
-use host_sync::relay::Slot;
+use host_sync::relay::{RelayCore, Slot};
+use host_sync::relay_core::GREETING_RANGE_LEN;
 use wire::{
     Body, ClockSync, CoreError, CoreErrorKind, Flags, FrameStatus, FsData, FsOp, FsRequest, FsResponse, FsResponseData,
     InitAck, Message, Payload, RelayClientDisconnected, encode_frame, frame_len, parse_frame,
@@ -500,14 +501,14 @@ impl Hostile {
     /// The greeting's length, once whole; checks its range.
     fn greeting(&self) -> Option<usize> {
         let bytes = self.inbox.bytes();
-        let (range, rest) = bytes.split_first_chunk::<8>()?;
+        let (range, rest) = bytes.split_first_chunk::<GREETING_RANGE_LEN>()?;
         let Ok(FrameStatus::Complete { consumed, .. }) = parse_frame(rest) else { return None };
-        let start = u32::from_be_bytes([range[0], range[1], range[2], range[3]]);
-        let end = u32::from_be_bytes([range[4], range[5], range[6], range[7]]);
-        if (start, end) != wire::relay::slot_range(self.slot) {
-            violation!("hostile {}: slot {} greeted with ids {start}..{end}", self.index, self.slot);
+        let range = RelayCore::parse_greeting(range)
+            .unwrap_or_else(|e| violation!("hostile {}: slot {} greeting: {e}", self.index, self.slot));
+        if range != wire::relay::slot_range(self.slot) {
+            violation!("hostile {}: slot {} greeted with ids {range:?}", self.index, self.slot);
         }
-        Some(8 + consumed)
+        Some(GREETING_RANGE_LEN + consumed)
     }
 
     fn handle(&mut self, frame: &[u8], shared: &mut Shared) {

@@ -55,9 +55,9 @@ impl Trace {
 
 /// The header of a frame as one number for the trace: length, id, flags.
 pub fn header_word(frame: &[u8]) -> u64 {
-    let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
-    let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    (u64::from(len) << 40) ^ (u64::from(id) << 8) ^ u64::from(frame[8])
+    let parsed = wire::Frame::parse(frame).expect("the trace records whole frames");
+    let len = parsed.body.len() + wire::HEADER_SIZE - wire::LEN_PREFIX_SIZE;
+    (len as u64) << 40 ^ (u64::from(parsed.id) << 8) ^ u64::from(parsed.flags.bits())
 }
 
 /// Faults injected (and hard conditions reached) in a run, by kind.
