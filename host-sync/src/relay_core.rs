@@ -458,8 +458,8 @@ impl RelayCore {
             _ => SlotState::Draining,
         };
         self.check_invariants();
-        let base = lease.slot as u32 * SLOT_STEP;
-        let mut out = frame(0, &RelayClientDisconnected { id_start: base, id_end_exclusive: base + SLOT_STEP });
+        let (id_start, id_end_exclusive) = wire::relay::slot_block(lease.slot);
+        let mut out = frame(0, &RelayClientDisconnected { id_start, id_end_exclusive });
         out.extend_from_slice(&frame(barrier_id(lease.slot), &Ping));
         out
     }

@@ -24,6 +24,14 @@ pub const fn slot_range(slot: usize) -> (u32, u32) {
     (base + 1, base + SLOT_STEP)
 }
 
+/// The block of ids a slot's disconnect notice covers: its client ids
+/// ([`slot_range`]) and the host id just below them.
+pub const fn slot_block(slot: usize) -> (u32, u32) {
+    assert!(slot < RELAY_SLOTS, "relay slot out of range");
+    let base = slot as u32 * SLOT_STEP;
+    (base, base + SLOT_STEP)
+}
+
 /// The slot whose range holds `id`; `None` for ids no client owns (the
 /// multiples of [`SLOT_STEP`], 0 among them, and the ids past the last slot).
 pub const fn slot_of(id: u32) -> Option<usize> {

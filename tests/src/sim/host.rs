@@ -539,7 +539,7 @@ impl Host {
             other => unreachable!("the relay's own notice is a whole frame: {other:?}"),
         };
         let (notice, barrier) = bye.split_at(notice_len);
-        let (start, end) = (slot as u32 * host_sync::relay::SLOT_STEP, (slot as u32 + 1) * host_sync::relay::SLOT_STEP);
+        let (start, end) = wire::relay::slot_block(slot);
         match (why, shared.params.bug) {
             (Leave::Glitch, _) => {}
             (_, Bug::DropDisconnectNotice) => self.checks.push(RangeCheck { start, end, after: self.sent }),
