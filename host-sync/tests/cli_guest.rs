@@ -9,10 +9,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use host_sync::cli::{EXIT_GUEST_REFUSED, EXIT_INTERRUPTED, EXIT_LOCAL_IO, EXIT_SANDBOX};
+
+mod common;
+use common::{guest_elf, one_qemu};
 
 /// Spawn to the socket line, at most.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -24,27 +26,8 @@ const BIG_FILE_BYTES: usize = 64 << 20;
 
 const OLD: &[u8] = b"the old host file\n";
 
-fn one_qemu() -> MutexGuard<'static, ()> {
-    static QEMU: Mutex<()> = Mutex::new(());
-    QEMU.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn picosandbox() -> Command {
     Command::new(env!("CARGO_BIN_EXE_picosandbox"))
-}
-
-/// `$PICOSANDBOX_GUEST`, else the `guest`-profile build in the target directory.
-fn guest_elf() -> PathBuf {
-    let path = match std::env::var_os("PICOSANDBOX_GUEST") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let exe = Path::new(env!("CARGO_BIN_EXE_picosandbox"));
-            let target = exe.parent().and_then(Path::parent).expect("the binary sits in <target>/<profile>/");
-            target.join("x86_64-unknown-none/guest/unikernel")
-        }
-    };
-    assert!(path.is_file(), "guest ELF not found at {}: run `cargo xtask guest`", path.display());
-    path
 }
 
 /// Waits for `child` to exit, killing it after `timeout`.

@@ -7,29 +7,19 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::guest_elf;
 
 /// Spawn to a socket line, at most (TCG on a shared machine).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn picosandbox() -> Command {
     Command::new(env!("CARGO_BIN_EXE_picosandbox"))
-}
-
-fn guest_elf() -> PathBuf {
-    let path = match std::env::var_os("PICOSANDBOX_GUEST") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let exe = Path::new(env!("CARGO_BIN_EXE_picosandbox"));
-            let target = exe.parent().and_then(Path::parent).expect("the binary sits in <target>/<profile>/");
-            target.join("x86_64-unknown-none/guest/unikernel")
-        }
-    };
-    assert!(path.is_file(), "guest ELF not found at {}: run `cargo xtask guest`", path.display());
-    path
 }
 
 /// Lines of a stream, as they arrive.

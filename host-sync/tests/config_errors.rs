@@ -11,31 +11,14 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use host_sync::cli::{EXIT_SANDBOX, EXIT_USAGE};
 use host_sync::config::{self, MAX_MEMORY_MIB, MIN_QEMU_VERSION};
 use host_sync::{Error, Sandbox, SandboxConfig};
 
-fn one_qemu() -> MutexGuard<'static, ()> {
-    static QEMU: Mutex<()> = Mutex::new(());
-    QEMU.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `$PICOSANDBOX_GUEST`, else the `guest`-profile build in the target directory.
-fn guest_elf() -> PathBuf {
-    let path = match std::env::var_os("PICOSANDBOX_GUEST") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let exe = Path::new(env!("CARGO_BIN_EXE_picosandbox"));
-            let target = exe.parent().and_then(Path::parent).expect("the binary sits in <target>/<profile>/");
-            target.join("x86_64-unknown-none/guest/unikernel")
-        }
-    };
-    assert!(path.is_file(), "guest ELF not found at {}: run `cargo xtask guest`", path.display());
-    path
-}
+mod common;
+use common::{guest_elf, one_qemu};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("config-errors-{name}-{}", std::process::id()));

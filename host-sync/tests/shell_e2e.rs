@@ -14,6 +14,9 @@ use std::sync::{Mutex, MutexGuard};
 use rexpect::process::WaitStatus;
 use rexpect::session::{Options, PtySession, spawn_with_options};
 
+mod common;
+use common::guest_elf;
+
 /// A hang guard for each expectation (a failing test ends instead of
 /// waiting forever); not a speed requirement.
 const EXPECT_TIMEOUT_MS: u64 = 120_000;
@@ -44,17 +47,6 @@ fn one_sandbox() -> MutexGuard<'static, ()> {
 
 fn picosandbox() -> &'static str {
     env!("CARGO_BIN_EXE_picosandbox")
-}
-
-/// The guest ELF, or a panic saying how to build it.
-fn guest_elf() -> PathBuf {
-    if let Some(path) = std::env::var_os("PICOSANDBOX_GUEST") {
-        return PathBuf::from(path);
-    }
-    let target = Path::new(picosandbox()).parent().and_then(Path::parent).expect("the binary is in a target directory");
-    let elf = target.join("x86_64-unknown-none/guest/unikernel");
-    assert!(elf.exists(), "no guest ELF at {}: run `cargo xtask guest` or set PICOSANDBOX_GUEST", elf.display());
-    elf
 }
 
 /// A scratch directory removed at the end.

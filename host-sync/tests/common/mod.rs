@@ -6,6 +6,8 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,29 @@ use agent_core::ramfs::Ramfs;
 use agent_core::{Agent, Config};
 use host_sync::proto::ReadyInfo;
 use rustix::event::{PollFd, PollFlags};
+
+/// The `picosandbox` binary under test.
+pub const PICOSANDBOX: &str = env!("CARGO_BIN_EXE_picosandbox");
+
+/// `$PICOSANDBOX_GUEST`, else the `guest`-profile build in the target
+/// directory the binary under test sits in; a panic says how to build it.
+pub fn guest_elf() -> PathBuf {
+    let path = match std::env::var_os("PICOSANDBOX_GUEST") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let target = Path::new(PICOSANDBOX).parent().and_then(Path::parent);
+            target.expect("the binary sits in <target>/<profile>/").join("x86_64-unknown-none/guest/unikernel")
+        }
+    };
+    assert!(path.is_file(), "guest ELF not found at {}: run `cargo xtask guest`", path.display());
+    path
+}
+
+/// One QEMU at a time within a test binary (TCG on a small machine).
+pub fn one_qemu() -> MutexGuard<'static, ()> {
+    static QEMU: Mutex<()> = Mutex::new(());
+    QEMU.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The agent's side of the socket pair, as an `embedded_io` link.
 pub struct Link(pub UnixStream);
