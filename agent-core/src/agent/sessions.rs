@@ -253,16 +253,22 @@ impl<F: Filesystem> Core<'_, F> {
             owner: Some(owner),
         };
         match self.fs.open(path, &options, now_ns) {
-            Ok(file) => match self.handles.insert(id, Open::File(file), path) {
-                Ok(handle) => self.respond_data(id, FsResponseData::Handle(handle)),
-                Err((open, full)) => {
-                    self.release_open(open);
-                    self.table_full(id, op, full);
-                }
-            },
+            Ok(file) => self.answer_open(id, op, Open::File(file), path),
             Err(e) => self.respond(id, Err((op, e))),
         }
         Handled::Done
+    }
+
+    /// Puts a file or directory just opened into the handle table and
+    /// answers its number, or closes it again and answers why not.
+    fn answer_open(&mut self, id: u32, op: &str, open: Open<F>, path: &str) {
+        match self.handles.insert(id, open, path) {
+            Ok(handle) => self.respond_data(id, FsResponseData::Handle(handle)),
+            Err((open, full)) => {
+                self.release_open(open);
+                self.table_full(id, op, full);
+            }
+        }
     }
 
     pub(super) fn open_dir(&mut self, id: u32, op: &str, path: &str) -> Handled {
@@ -271,13 +277,7 @@ impl<F: Filesystem> Core<'_, F> {
             return Handled::Done;
         }
         match self.fs.open_dir(path) {
-            Ok(dir) => match self.handles.insert(id, Open::Dir(dir), path) {
-                Ok(handle) => self.respond_data(id, FsResponseData::Handle(handle)),
-                Err((open, full)) => {
-                    self.release_open(open);
-                    self.table_full(id, op, full);
-                }
-            },
+            Ok(dir) => self.answer_open(id, op, Open::Dir(dir), path),
             Err(e) => self.respond(id, Err((op, e))),
         }
         Handled::Done
