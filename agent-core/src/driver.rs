@@ -105,15 +105,10 @@ where
         if agent.state() == State::Ready
             && let Some(setup) = after_ready.take()
         {
-            // `core.ready` handed to the link first (no request can come
-            // before it); waiting for the link to drain would only wait.
-            let now = clock.monotonic_ns();
-            while agent.poll_transmit().is_some() {
-                match transmit(agent, link, now) {
-                    Ok(0) => platform.wait(None),
-                    Ok(_) => {}
-                    Err(e) => return Exit::Link(e),
-                }
+            // `core.ready` to the link first, as far as it takes it now (no
+            // request can come before it; what is left goes out next pass).
+            if let Err(e) = transmit(agent, link, clock.monotonic_ns()) {
+                return Exit::Link(e);
             }
             setup(agent, clock.monotonic_ns());
             continue;
