@@ -129,3 +129,27 @@ fn a_guest_that_hangs_up_fails_pending_calls_at_once() {
     assert!(matches!(pending.join().unwrap(), Err(Error::Disconnected(_))));
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn data_frames_on_a_call_that_takes_none_end_it_at_once() {
+    // A guest that answers a Stat with core.fs.data cannot keep the call
+    // (and its caller) waiting: the frame ends the call as a protocol
+    // error, and the real answer that follows is dropped as a stray.
+    let (client, mut guest) = scripted(5, Duration::from_secs(30));
+    let c = client.clone();
+    let pending = std::thread::spawn(move || c.fs().stat("/"));
+    let request = read_frame(&mut guest);
+    let id = id_of(&request);
+    let start = Instant::now();
+    guest.write_all(&frame(id, &FsData { data: b"not a stat answer" })).unwrap();
+    let result = pending.join().unwrap();
+    assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
+    assert!(start.elapsed() < Duration::from_secs(5), "the call waited for a terminal frame");
+    guest.write_all(&frame(id, &FsResponse::<[FsEntryInfo<'_>; 0]>::ok())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.stray_frames() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(client.stray_frames(), 1, "the late answer reached no call");
+    assert!(client.is_open(), "one bad answer does not end the connection");
+}

@@ -184,3 +184,48 @@ fn a_relay_client_can_shut_the_guest_down() {
     let exit = guest.thread.join().unwrap();
     assert!(matches!(exit, agent_core::driver::Exit::PowerOff(agent_core::driver::PowerOff::Shutdown)));
 }
+
+#[test]
+fn a_client_in_a_freed_slot_cannot_use_the_old_clients_handles() {
+    let (_guest, relay) = relay("handles", 16);
+    let socket = relay.socket().unwrap().to_path_buf();
+    // The first client of slot 0 opens a file and leaves with it open.
+    let old = Client::connect(&socket).unwrap();
+    let fs = old.fs();
+    let file = fs.open("/secret", host_sync::OpenOptions::new().read(true).write(true).create(true)).unwrap();
+    file.write_at(0, b"the old client's secret").unwrap();
+    let number = file.handle();
+    std::mem::forget(file);
+    old.close();
+    drop(old);
+    wait_until("the slot to drain", || relay.clients() == 0 && relay.draining() == 0);
+    // The next client gets the same slot, so the same ids, and tries the
+    // old handle number every way it can.
+    let mut raw = UnixStream::connect(&socket).unwrap();
+    let mut greeting = [0u8; 8];
+    raw.read_exact(&mut greeting).unwrap();
+    let (start, _) = wire::relay::slot_range(0);
+    assert_eq!(greeting[..4], start.to_be_bytes(), "the freed slot is reused");
+    let _ready = read_frame(&mut raw);
+    let ops = [
+        wire::FsOp::ReadHandle { handle: number, offset: 0, len: None },
+        wire::FsOp::FStat { handle: number },
+        wire::FsOp::CloseHandle { handle: number },
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        let id = start + i as u32;
+        raw.write_all(&host_sync::proto::frame(id, &wire::FsRequest { bulk: None, op })).unwrap();
+        let answer = read_frame(&mut raw);
+        assert_eq!(u32::from_be_bytes(answer[4..8].try_into().unwrap()), id);
+        match wire::Message::decode_bytes(&answer).unwrap().body {
+            wire::Body::FsResponse(r) => {
+                assert!(!r.ok, "{op:?} on the old client's handle succeeded");
+                assert!(r.error.unwrap().ends_with("Bad file descriptor (os error 9)"), "{op:?}");
+            }
+            other => panic!("{op:?} got {other:?}"),
+        }
+    }
+    // The file is untouched and its handle is gone with its client.
+    let new = Client::connect(&socket).unwrap();
+    assert_eq!(new.fs().read("/secret").unwrap(), b"the old client's secret");
+}
