@@ -95,8 +95,9 @@ enum Sent {
     Shutdown,
 }
 
+/// Where a relay peer of the simulation (honest or hostile) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+pub(super) enum State {
     /// Not connected; connects again from this time.
     Away { from_ns: u64 },
     /// Connected, reading the greeting.

@@ -42,7 +42,7 @@ use wire::{
 
 use super::calls::SHUTDOWN_ABORT;
 use super::channel::ByteQueue;
-use super::client::{Leave, Link};
+use super::client::{Leave, Link, State};
 use super::content::Content;
 use super::trace::{Mark, header_word};
 use super::violation;
@@ -122,14 +122,6 @@ enum Owed {
     BadHandle(&'static str),
     /// A handle of its own, or [`NO_HANDLE_TABLE`].
     Handle,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Away { from_ns: u64 },
-    Greeting,
-    Active,
-    Leaving,
 }
 
 /// A hostile client identity and its current connection.
