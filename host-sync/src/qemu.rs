@@ -289,7 +289,11 @@ impl QemuConfig {
     /// The full command line.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.qemu);
-        let mut machine = String::from("microvm,x-option-roms=off,pit=off,pic=off,rtc=off,isa-serial=on");
+        // `auto-kernel-cmdline=off`: no `virtio_mmio.device=` words for
+        // Linux on the command line (the guest scans the slots itself), so
+        // the guest parses only what the caller passes.
+        let mut machine =
+            String::from("microvm,x-option-roms=off,pit=off,pic=off,rtc=off,isa-serial=on,auto-kernel-cmdline=off");
         if !self.tuning.acpi {
             machine.push_str(",acpi=off");
         }

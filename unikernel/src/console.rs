@@ -70,11 +70,16 @@ const TX_BUFFERS: usize = 16;
 /// for "port name" (cut to the buffer, which is harmless: names are
 /// ignored). The device sends a handful per port at start.
 const CONTROL_RX_BUFFER_SIZE: usize = 64;
-const CONTROL_RX_BUFFERS: usize = 8;
 /// Control messages to the device: 8 bytes each, at most two outstanding
 /// (port ready, port open) after the initial "device ready".
 const CONTROL_MESSAGE_SIZE: usize = 8;
-const CONTROL_TX_BUFFERS: usize = 4;
+/// Both control queues hold as many entries as the transmit queue (QEMU's
+/// control queues take up to 32), more than they need: queues of one size
+/// share one copy of the queue code (`VirtQueue<_, N>`, `TxRing<N>`), and
+/// under emulation every copy run for the first time is translated before
+/// `core.ready` (about a tenth of the console's setup).
+const CONTROL_RX_BUFFERS: usize = TX_BUFFERS;
+const CONTROL_TX_BUFFERS: usize = TX_BUFFERS;
 
 /// Control events (virtio spec 5.3.6.2).
 const DEVICE_READY: u16 = 0;
