@@ -628,6 +628,37 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Consumes `bytes` if the input continues with them (a canonical map
+    /// head and key, for a fast path); `false`, consuming nothing, if not.
+    #[inline]
+    pub(crate) fn skip_prefix(&mut self, bytes: &[u8]) -> bool {
+        let found = self.buf.get(self.pos..).is_some_and(|rest| rest.starts_with(bytes));
+        if found {
+            self.pos += bytes.len();
+        }
+        found
+    }
+
+    /// The text of a struct-variant body that is exactly `{"path": text}`
+    /// with a definite-length, valid UTF-8 text of under 64 KiB (what
+    /// canonical encoders write for most filesystem requests), consumed;
+    /// `None`, with nothing consumed, for anything else. What it accepts,
+    /// [`Reader::variant_record`] accepts with the same result.
+    #[inline]
+    pub(crate) fn path_only_body(&mut self) -> Option<&'a str> {
+        const PREFIX: &[u8] = b"\xa1\x64path";
+        let rest = self.buf.get(self.pos..)?.strip_prefix(PREFIX)?;
+        let (len, head) = match *rest.first()? {
+            b @ 0x60..=0x77 => (usize::from(b - 0x60), 1),
+            0x78 => (usize::from(*rest.get(1)?), 2),
+            0x79 => (usize::from(u16::from_be_bytes([*rest.get(1)?, *rest.get(2)?])), 3),
+            _ => return None,
+        };
+        let text = utf8(rest.get(head..head + len)?)?;
+        self.pos += PREFIX.len() + head + len;
+        Some(text)
+    }
+
     /// Reads the body of a struct variant, which the reference decodes as
     /// "any": a map (like a struct) or an array of the fields in order.
     /// Tags are not skipped here (the reference rejects them).
@@ -861,6 +892,96 @@ pub type Encoder<W> = minicbor::Encoder<W>;
 
 /// The result of one encoding step into a sink `W`.
 pub type EncodeResult<W> = Result<(), minicbor::encode::Error<<W as Write>::Error>>;
+
+/// The CBOR of a constant text string of up to 255 bytes (a map key): its
+/// head and its bytes, built at compile time, so writing it ([`put_raw`])
+/// is one fixed-size copy instead of a head and a string.
+macro_rules! key {
+    ($s:literal) => {{
+        const KEY: &str = $s;
+        const LEN: usize = KEY.len();
+        const HEAD: usize = if LEN < 24 { 1 } else { 2 };
+        const CBOR: [u8; HEAD + LEN] = {
+            assert!(LEN <= 0xff, "a key with a head of at most two bytes");
+            let mut out = [0u8; HEAD + LEN];
+            if HEAD == 1 {
+                out[0] = 0x60 | LEN as u8;
+            } else {
+                out[0] = 0x78;
+                out[1] = LEN as u8;
+            }
+            let mut i = 0;
+            while i < LEN {
+                out[HEAD + i] = KEY.as_bytes()[i];
+                i += 1;
+            }
+            out
+        };
+        &CBOR
+    }};
+}
+pub(crate) use key;
+
+/// Writes bytes that already are CBOR (a constant map head and key) in one
+/// write instead of one per head and string.
+#[inline]
+pub(crate) fn put_raw<W: Write>(e: &mut Encoder<W>, cbor: &[u8]) -> EncodeResult<W> {
+    e.writer_mut().write_all(cbor).map_err(minicbor::encode::Error::write)
+}
+
+/// Writes a CBOR head (`major` is the major type's top three bits, e.g.
+/// `0x60` for text) with one fixed-size write per head size (minicbor's
+/// `u64` and `str` go through a general head writer per call).
+#[cfg(not(feature = "compact"))]
+#[inline]
+pub(crate) fn put_head<W: Write>(e: &mut Encoder<W>, major: u8, x: u64) -> EncodeResult<W> {
+    match x {
+        0..=23 => put_raw(e, &[major | x as u8]),
+        24..=0xff => put_raw(e, &[major | 24, x as u8]),
+        0x100..=0xffff => {
+            let [a, b] = (x as u16).to_be_bytes();
+            put_raw(e, &[major | 25, a, b])
+        }
+        0x1_0000..=0xffff_ffff => {
+            let [a, b, c, d] = (x as u32).to_be_bytes();
+            put_raw(e, &[major | 26, a, b, c, d])
+        }
+        _ => {
+            let [a, b, c, d, f, g, h, i] = x.to_be_bytes();
+            put_raw(e, &[major | 27, a, b, c, d, f, g, h, i])
+        }
+    }
+}
+
+/// Writes an unsigned integer (see [`put_head`]).
+#[cfg(not(feature = "compact"))]
+#[inline]
+pub(crate) fn put_uint<W: Write>(e: &mut Encoder<W>, x: u64) -> EncodeResult<W> {
+    put_head(e, 0, x)
+}
+
+/// Writes a text string (see [`put_head`]).
+#[cfg(not(feature = "compact"))]
+#[inline]
+pub(crate) fn put_text<W: Write>(e: &mut Encoder<W>, text: &str) -> EncodeResult<W> {
+    put_head(e, 0x60, text.len() as u64)?;
+    put_raw(e, text.as_bytes())
+}
+
+/// Writes an unsigned integer through minicbor's one shared head writer:
+/// with `compact`, the smaller code.
+#[cfg(feature = "compact")]
+#[inline]
+pub(crate) fn put_uint<W: Write>(e: &mut Encoder<W>, x: u64) -> EncodeResult<W> {
+    e.u64(x).map(|_| ())
+}
+
+/// Writes a text string (as the `compact` [`put_uint`]).
+#[cfg(feature = "compact")]
+#[inline]
+pub(crate) fn put_text<W: Write>(e: &mut Encoder<W>, text: &str) -> EncodeResult<W> {
+    e.str(text).map(|_| ())
+}
 
 /// The exact length of a CBOR head (major type + argument) for `arg`.
 pub(crate) const fn head_len(arg: u64) -> usize {

@@ -3,15 +3,17 @@
 
 use minicbor::encode::Write;
 
-use crate::cbor::{EncodeResult, Encoder, Fail, Reader, Res};
+use crate::cbor::{EncodeResult, Encoder, Fail, Reader, Res, key, put_raw, put_text, put_uint};
 use crate::error::{Error, ErrorKind, Layer};
 use crate::message::MessageType;
 use crate::{DecodePayload, Payload};
 
 /// Fails with [`ErrorKind::MissingField`] unless every bit of `required` is in `seen`.
 pub(crate) fn require(r: &Reader<'_>, seen: u32, fields: &[&'static str], required: u32) -> Res<()> {
-    match (0..fields.len()).find(|i| required & (1 << i) != 0 && seen & (1 << i) == 0) {
-        Some(i) => Err(r.error(ErrorKind::MissingField, fields[i])),
+    // The first missing field in declaration order is the lowest missing
+    // bit (none: 32, past every field list).
+    match fields.get((required & !seen).trailing_zeros() as usize) {
+        Some(field) => Err(r.error(ErrorKind::MissingField, field)),
         None => Ok(()),
     }
 }
@@ -60,8 +62,13 @@ impl Payload for InitResolved {
     const TYPE: MessageType = MessageType::InitResolved;
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
-        e.map(1)?.str("default_user")?.map(2)?;
-        e.str("uid")?.u32(self.default_user.uid)?.str("gid")?.u32(self.default_user.gid)?;
+        e.map(1)?;
+        put_raw(e, key!("default_user"))?;
+        e.map(2)?;
+        put_raw(e, key!("uid"))?;
+        e.u32(self.default_user.uid)?;
+        put_raw(e, key!("gid"))?;
+        e.u32(self.default_user.gid)?;
         Ok(())
     }
 }
@@ -145,11 +152,15 @@ impl Payload for Ready<'_> {
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         let with_version = !self.agent_version.is_empty();
         e.map(if with_version { 4 } else { 3 })?;
-        e.str("boot_time_ns")?.u64(self.boot_time_ns)?;
-        e.str("init_time_ns")?.u64(self.init_time_ns)?;
-        e.str("ready_time_ns")?.u64(self.ready_time_ns)?;
+        put_raw(e, key!("boot_time_ns"))?;
+        put_uint(e, self.boot_time_ns)?;
+        put_raw(e, key!("init_time_ns"))?;
+        put_uint(e, self.init_time_ns)?;
+        put_raw(e, key!("ready_time_ns"))?;
+        put_uint(e, self.ready_time_ns)?;
         if with_version {
-            e.str("agent_version")?.str(self.agent_version)?;
+            put_raw(e, key!("agent_version"))?;
+            put_text(e, self.agent_version)?;
         }
         Ok(())
     }
@@ -185,7 +196,9 @@ impl Payload for ClockSync {
     const TYPE: MessageType = MessageType::ClockSync;
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
-        e.map(1)?.str("unix_time_nanos")?.u64(self.unix_time_nanos)?;
+        e.map(1)?;
+        put_raw(e, key!("unix_time_nanos"))?;
+        put_uint(e, self.unix_time_nanos)?;
         Ok(())
     }
 }
@@ -271,10 +284,13 @@ impl Payload for CoreError<'_> {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(if self.offending_type.is_some() { 3 } else { 2 })?;
-        e.str("kind")?.str(self.kind.as_str())?;
-        e.str("message")?.str(self.message)?;
+        put_raw(e, key!("kind"))?;
+        put_text(e, self.kind.as_str())?;
+        put_raw(e, key!("message"))?;
+        put_text(e, self.message)?;
         if let Some(t) = self.offending_type {
-            e.str("offending_type")?.str(t)?;
+            put_raw(e, key!("offending_type"))?;
+            put_text(e, t)?;
         }
         Ok(())
     }
@@ -334,7 +350,11 @@ impl Payload for RelayClientDisconnected {
     const TYPE: MessageType = MessageType::RelayClientDisconnected;
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
-        e.map(2)?.str("id_start")?.u32(self.id_start)?.str("id_end_exclusive")?.u32(self.id_end_exclusive)?;
+        e.map(2)?;
+        put_raw(e, key!("id_start"))?;
+        e.u32(self.id_start)?;
+        put_raw(e, key!("id_end_exclusive"))?;
+        e.u32(self.id_end_exclusive)?;
         Ok(())
     }
 }
@@ -379,8 +399,13 @@ impl Payload for RelayFlow {
     const TYPE: MessageType = MessageType::RelayFlow;
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
-        e.map(3)?.str("id_start")?.u32(self.id_start)?.str("id_end_exclusive")?.u32(self.id_end_exclusive)?;
-        e.str("paused")?.bool(self.paused)?;
+        e.map(3)?;
+        put_raw(e, key!("id_start"))?;
+        e.u32(self.id_start)?;
+        put_raw(e, key!("id_end_exclusive"))?;
+        e.u32(self.id_end_exclusive)?;
+        put_raw(e, key!("paused"))?;
+        e.bool(self.paused)?;
         Ok(())
     }
 }

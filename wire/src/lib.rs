@@ -142,12 +142,30 @@ pub trait Payload {
 
     /// The exact size of the payload's CBOR in bytes.
     fn encoded_len(&self) -> usize {
+        if let Some(len) = self.known_len() {
+            return len;
+        }
         let mut e = Encoder::new(cbor::Counter(0));
         // Counting cannot fail.
         let _ = self.encode(&mut e);
         e.into_writer().0
     }
+
+    /// The exact size of the payload's CBOR when it is known without
+    /// encoding (a data chunk: a fixed head and its bytes). With `None`,
+    /// [`encode_frame`] encodes once where a payload of
+    /// [`GUESSED_PAYLOAD_LEN`] bytes would start and moves the bytes when
+    /// the length head turns out another size; with `Some`, it writes them
+    /// in place (moving a large chunk would cost as much as writing it).
+    fn known_len(&self) -> Option<usize> {
+        None
+    }
 }
+
+/// The payload length [`encode_frame`] assumes for a payload without a
+/// [`Payload::known_len`]: 24..=255 bytes (a two-byte length head) covers
+/// most requests and answers; others cost one `memmove` of the payload.
+pub const GUESSED_PAYLOAD_LEN: usize = 24;
 
 /// A payload that can be decoded from `p`, borrowing from it.
 pub trait DecodePayload<'a>: Sized {
@@ -175,7 +193,53 @@ pub fn encode_frame_as<P: Payload + ?Sized>(
     payload: &P,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
-    let payload_len = payload.encoded_len();
+    // With `compact` (the guest), one measured path serves every payload:
+    // half the code per payload type, for a second pass over small ones.
+    if cfg!(feature = "compact") {
+        return encode_frame_measured(id, flags, v, payload, payload.encoded_len(), out);
+    }
+    if let Some(payload_len) = payload.known_len() {
+        return encode_frame_measured(id, flags, v, payload, payload_len, out);
+    }
+    // One pass: the payload goes where it would start after a head for
+    // GUESSED_PAYLOAD_LEN bytes, bounded by the largest frame, and moves
+    // once its length (so its head) is known.
+    let guessed = Envelope::encoded_len(P::TYPE, v, GUESSED_PAYLOAD_LEN) - GUESSED_PAYLOAD_LEN;
+    let start = HEADER_SIZE + guessed;
+    let end = out.len().min(MAX_FRAME_BYTES);
+    let written = match out.get_mut(start..end) {
+        Some(room) => {
+            let mut e = Encoder::new(cbor::SliceWriter::new(room));
+            payload.encode(&mut e).ok().map(|_| e.writer().position())
+        }
+        None => None,
+    };
+    let Some(payload_len) = written else {
+        // Out of room (or too large): measuring says which, and by how much.
+        return encode_frame_measured(id, flags, v, payload, payload.encoded_len(), out);
+    };
+    let body_len = Envelope::encoded_len(P::TYPE, v, payload_len);
+    let total = reserve(out, body_len)?;
+    let head = body_len - payload_len;
+    if head != guessed {
+        out.copy_within(start..start + payload_len, HEADER_SIZE + head);
+    }
+    frame::write_header(out, id, flags, body_len);
+    let written_head = Envelope::write_head(&mut out[HEADER_SIZE..], P::TYPE, v, payload_len);
+    assert!(written_head == head, "envelope head wrote another length than it measured");
+    Ok(total)
+}
+
+/// [`encode_frame_as`] for a payload whose size is known: checks the
+/// frame fits, writes the heads, then the payload in place.
+fn encode_frame_measured<P: Payload + ?Sized>(
+    id: u32,
+    flags: Flags,
+    v: u8,
+    payload: &P,
+    payload_len: usize,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let body_len = Envelope::encoded_len(P::TYPE, v, payload_len);
     let total = reserve(out, body_len)?;
     frame::write_header(out, id, flags, body_len);

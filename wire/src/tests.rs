@@ -73,6 +73,39 @@ fn encoding_checks_the_buffer_and_the_frame_limit() {
     assert!(matches!(encode_data_frame_head(1, data.len(), &mut head), Err(EncodeError::FrameTooLarge { .. })));
 }
 
+/// A payload whose length crosses every length-head size: an error
+/// response with an `n`-byte message.
+fn error_response(message: &str) -> FsResponse<'_, [FsEntryInfo<'_>; 0]> {
+    FsResponse { ok: false, error: Some(message), data: None }
+}
+
+#[test]
+fn one_pass_encoding_matches_the_measured_layout_at_every_head_size() {
+    // Payloads of 1..=23, 24..=255, 256..=65535 and larger bytes: the
+    // one-pass encoder guesses a two-byte head and moves the rest.
+    for len in [0usize, 1, 5, 10, 11, 12, 200, 230, 231, 232, 65_500, 65_512, 65_513, 70_000] {
+        let message = "x".repeat(len);
+        let response = error_response(&message);
+        let payload_len = response.encoded_len();
+        let mut payload = vec![0u8; payload_len];
+        let mut e = Encoder::new(cbor::SliceWriter::new(&mut payload));
+        response.encode(&mut e).unwrap();
+        let expected = frame_with_payload(MessageType::FsResponse, &payload);
+        // Exactly enough room, and room to spare, give the same bytes.
+        for spare in [0usize, 1, 3, 64] {
+            let mut out = vec![0xeeu8; expected.len() + spare];
+            let n = encode_frame(7, &response, &mut out).unwrap();
+            assert_eq!(&out[..n], &expected[..], "payload {payload_len} bytes, {spare} spare");
+        }
+        // One byte short says exactly what was needed.
+        let mut short = vec![0u8; expected.len() - 1];
+        assert_eq!(
+            encode_frame(7, &response, &mut short),
+            Err(EncodeError::BufferTooSmall { needed: expected.len(), available: expected.len() - 1 })
+        );
+    }
+}
+
 #[test]
 fn the_data_frame_head_matches_the_full_encoder() {
     for len in [0usize, 1, 23, 24, 255, 256, 65_535, 65_536, FS_CHUNK_SIZE] {
@@ -136,6 +169,58 @@ fn a_map_with_path_and_handle_is_the_handle_shape() {
     p.extend_from_slice(&[0x66, b'h', b'a', b'n', b'd', b'l', b'e', 0x01]);
     p.extend_from_slice(&[0x66, b'o', b'f', b'f', b's', b'e', b't', 0x00]);
     assert_eq!(FsRequest::decode(&p).unwrap().op, FsOp::ReadHandle { handle: 1, offset: 0, len: None });
+}
+
+#[test]
+fn canonical_fast_paths_decode_as_the_general_decoder() {
+    // {"op": {<name>: <body>}} with the body in its canonical form (the
+    // fast path), as an indefinite map and with an over-long text head
+    // (the general decoder): the same op each time.
+    let ops = ["RealPath", "Stat", "List", "ReadLink", "Mkdir", "Remove", "RemoveDir", "OpenDir", "Read", "Write"];
+    let path = "/tmp/d\u{e9}j\u{e0}";
+    for name in ops {
+        let request = |body: &[u8]| {
+            let mut p = vec![0xa1, 0x62, b'o', b'p', 0xa1, 0x60 | name.len() as u8];
+            p.extend_from_slice(name.as_bytes());
+            p.extend_from_slice(body);
+            p
+        };
+        let key = [0x64, b'p', b'a', b't', b'h'];
+        let mut canonical = vec![0xa1];
+        canonical.extend_from_slice(&key);
+        canonical.push(0x60 | path.len() as u8);
+        canonical.extend_from_slice(path.as_bytes());
+        let mut indefinite = vec![0xbf];
+        indefinite.extend_from_slice(&canonical[1..]);
+        indefinite.push(0xff);
+        let (whole, whole_general) = (request(&canonical), request(&indefinite));
+        let fast = FsRequest::decode(&whole).unwrap().op;
+        let general = FsRequest::decode(&whole_general).unwrap().op;
+        assert_eq!(fast, general, "{name}");
+        let mut long_head = vec![0xa1];
+        long_head.extend_from_slice(&key);
+        long_head.extend_from_slice(&[0x78, path.len() as u8]);
+        long_head.extend_from_slice(path.as_bytes());
+        let long = request(&long_head);
+        assert_eq!(FsRequest::decode(&long).unwrap().op, general, "{name}");
+        // The request map itself in a non-canonical form: the same again.
+        let mut outer = vec![0xbf];
+        outer.extend_from_slice(&whole[1..]);
+        outer.push(0xff);
+        assert_eq!(FsRequest::decode(&outer).unwrap(), FsRequest { op: general, bulk: None }, "{name}");
+        // Broken bodies fail the same way either way.
+        let cut = &whole[..whole.len() - 1];
+        let cut_general = &whole_general[..whole_general.len() - 2];
+        assert_eq!(FsRequest::decode(cut).unwrap_err().kind, FsRequest::decode(cut_general).unwrap_err().kind);
+        let mut bad_utf8 = canonical.clone();
+        *bad_utf8.last_mut().unwrap() = 0xff;
+        let bad = request(&bad_utf8);
+        assert_eq!(FsRequest::decode(&bad).unwrap_err().kind, ErrorKind::InvalidUtf8, "{name}");
+    }
+    // Ops that need more than a path still say which field is missing.
+    let mut copy = vec![0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'C', b'o', b'p', b'y', 0xa1];
+    copy.extend_from_slice(&[0x64, b'p', b'a', b't', b'h', 0x61, b'/']);
+    assert_eq!(FsRequest::decode(&copy).unwrap_err().kind, ErrorKind::MissingField);
 }
 
 /// `{"op": {"Stat": {"path": "/a", "x": <value>}}}` with an unknown field.
