@@ -154,12 +154,15 @@ fn boot_probes(log: &[String]) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Boots `runs * 3 + 2` times, each next to a floor boot: the gap is the
+/// difference of two medians of noisy process start-ups, so it takes more
+/// samples than the other sections to settle (a boot is about 50 ms).
 fn boot(o: &Options, rows: &mut Vec<Row>) {
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     let (mut guest_boot, mut guest_ready) = (Vec::new(), Vec::new());
     let (mut first_rtt, mut warm_rtt) = (Vec::new(), Vec::new());
     let mut probes: Vec<(String, Vec<f64>)> = Vec::new();
-    for _ in 0..o.runs + 2 {
+    for _ in 0..o.runs * 3 + 2 {
         let log = Arc::new(Mutex::new(Vec::<String>::new()));
         let mut config = SandboxConfig::new(&o.guest);
         config.memory_mib = MEMORY_MIB;
