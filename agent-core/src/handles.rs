@@ -21,6 +21,14 @@
 //! directory keeps the path it was opened with (`ReadDir` answers full
 //! paths, as `std::fs::read_dir` entries have them), which is why
 //! directories have their own, smaller bound.
+//!
+//! Neither pool can be emptied by a few clients: the last
+//! [`HANDLE_RESERVE_SHARE`]th of the table and the last
+//! [`DIR_RESERVE_SHARE`]th of the long-path places go only to owners that
+//! hold few ([`RESERVE_HOLDER_HANDLES`] handles, [`RESERVE_HOLDER_DIRS`]
+//! places); others are refused there with `ENFILE`, as if the table were
+//! full, and a long-path file gets no place (its `FStat` answers an empty
+//! path).
 
 use crate::fs::Filesystem;
 use crate::path::PathBuf;
@@ -44,6 +52,21 @@ pub const MAX_HANDLES: usize = 4096;
 /// not fit [`INLINE_PATH`] takes one of these or is refused (`ENFILE`); a
 /// file's is only reported (`FStat`), so a file takes one if one is free.
 pub const MAX_OPEN_DIRS: usize = 128;
+
+/// The share of the table kept for owners holding fewer than
+/// [`RESERVE_HOLDER_HANDLES`]: the last sixteenth (256 of 4096 slots).
+pub const HANDLE_RESERVE_SHARE: usize = 16;
+
+/// Owners holding this many handles or more get no slot of the reserve.
+pub const RESERVE_HOLDER_HANDLES: usize = 64;
+
+/// The share of the long-path places kept for owners holding fewer than
+/// [`RESERVE_HOLDER_DIRS`] of them: the last eighth (16 of 128).
+pub const DIR_RESERVE_SHARE: usize = 8;
+
+/// Owners holding this many long-path places or more get none of the
+/// reserve.
+pub const RESERVE_HOLDER_DIRS: usize = 4;
 
 /// Bytes of path every handle keeps in its own slot.
 pub const INLINE_PATH: usize = 64;
@@ -126,6 +149,8 @@ pub(crate) struct Handles<'b, F: Filesystem> {
     dir_paths: &'b mut [PathBuf],
     incarnation: [u32; OWNERS],
     held: [u16; OWNERS],
+    /// Long-path places each owner holds.
+    places_held: [u8; OWNERS],
     serial: u64,
     open: usize,
 }
@@ -150,7 +175,15 @@ impl<'b, F: Filesystem> Handles<'b, F> {
             }
             None => (&mut [], &mut []),
         };
-        Handles { slots, dir_paths, incarnation: [0; OWNERS], held: [0; OWNERS], serial: 0, open: 0 }
+        Handles {
+            slots,
+            dir_paths,
+            incarnation: [0; OWNERS],
+            held: [0; OWNERS],
+            places_held: [0; OWNERS],
+            serial: 0,
+            open: 0,
+        }
     }
 
     /// Handles open in all.
@@ -166,14 +199,25 @@ impl<'b, F: Filesystem> Handles<'b, F> {
     /// Whether the owner of `id` may open one more (a directory if `dir`)
     /// at `path`.
     pub(crate) fn check_room(&self, id: u32, dir: bool, path: &str) -> Result<(), Full> {
-        let needs_pool = dir && path.len() > INLINE_PATH;
-        if self.held_by(id) >= MAX_HANDLES_PER_CLIENT {
+        let held = self.held_by(id);
+        let free = self.slots.len() - self.open;
+        let reserved = free <= self.slots.len() / HANDLE_RESERVE_SHARE && held >= RESERVE_HOLDER_HANDLES;
+        if held >= MAX_HANDLES_PER_CLIENT {
             Err(Full::Client)
-        } else if self.open >= self.slots.len() || (needs_pool && !self.dir_paths.iter().any(|p| p.is_empty())) {
+        } else if free == 0 || reserved || (dir && path.len() > INLINE_PATH && !self.may_take_place(owner_of(id))) {
             Err(Full::Table)
         } else {
             Ok(())
         }
+    }
+
+    /// Whether `owner` may take a long-path place: one is free, and it is
+    /// not the reserve or the owner holds few.
+    fn may_take_place(&self, owner: usize) -> bool {
+        let free = self.dir_paths.iter().filter(|p| p.is_empty()).count();
+        let reserved = free <= self.dir_paths.len() / DIR_RESERVE_SHARE
+            && usize::from(self.places_held[owner]) >= RESERVE_HOLDER_DIRS;
+        free > 0 && !reserved
     }
 
     /// Adds `open` for the owner of `id` (a directory with the path it was
@@ -186,10 +230,12 @@ impl<'b, F: Filesystem> Handles<'b, F> {
         let Some(index) = self.slots.iter().position(|s| s.0.is_none()) else {
             return Err((open, Full::Table));
         };
+        let owner = owner_of(id);
         let mut inline_path = heapless::String::new();
         let mut dir_path = None;
         if inline_path.push_str(path).is_err() {
-            match self.dir_paths.iter().position(|p| p.is_empty()) {
+            let place = self.dir_paths.iter().position(|p| p.is_empty()).filter(|_| self.may_take_place(owner));
+            match place {
                 Some(at) if self.dir_paths[at].push_str(path).is_ok() && !path.is_empty() => dir_path = Some(at as u8),
                 Some(at) => self.dir_paths[at].clear(),
                 None => {}
@@ -198,7 +244,9 @@ impl<'b, F: Filesystem> Handles<'b, F> {
                 return Err((open, Full::Table));
             }
         }
-        let owner = owner_of(id);
+        if dir_path.is_some() {
+            self.places_held[owner] += 1;
+        }
         self.serial += 1;
         let number = (self.serial << INDEX_BITS) | index as u64;
         let incarnation = self.incarnation[owner];
@@ -243,6 +291,7 @@ impl<'b, F: Filesystem> Handles<'b, F> {
         let entry = self.slots[index].0.take()?;
         if let Some(path) = entry.dir_path.and_then(|at| self.dir_paths.get_mut(usize::from(at))) {
             path.clear();
+            self.places_held[usize::from(entry.owner)] -= 1;
         }
         self.held[usize::from(entry.owner)] -= 1;
         self.open -= 1;

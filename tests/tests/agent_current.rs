@@ -3,7 +3,10 @@
 //! attributes, and the rules where the two dialects meet.
 
 use agent_core::Config;
-use agent_core::handles::{MAX_HANDLES_PER_CLIENT, SLOT_STEP};
+use agent_core::handles::{
+    DIR_RESERVE_SHARE, HANDLE_RESERVE_SHARE, MAX_HANDLES, MAX_HANDLES_PER_CLIENT, MAX_OPEN_DIRS, RESERVE_HOLDER_DIRS,
+    RESERVE_HOLDER_HANDLES, SLOT_STEP,
+};
 use tests::harness::{Host, Sent, TEST_ARENA};
 use wire::{
     Body, BulkOffer, FsData, FsEntryInfo, FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData, FsSetAttrs,
@@ -330,6 +333,72 @@ fn a_client_holds_at_most_its_bound_of_handles() {
     c.host.send(0, &Shutdown);
     c.host.take();
     assert_eq!(c.host.agent.open_handles(), 0);
+}
+
+/// A directory path longer than a handle's inline path.
+const LONG_DIR: &str = "/tmp/a-directory-whose-path-is-longer-than-the-sixty-four-bytes-kept-inline";
+
+#[test]
+fn clients_that_fill_the_table_leave_its_reserve_to_the_others() {
+    let mut c = Client::new();
+    let id = |slot: u32, n: u32| slot_id(slot) + 1 + n;
+    // Three clients take their whole share, a fourth all it can get.
+    for slot in 10..13 {
+        for n in 0..MAX_HANDLES_PER_CLIENT as u32 {
+            c.open_on(id(slot, n), "/tmp/f", rw_create()).unwrap();
+        }
+    }
+    let reserve = MAX_HANDLES / HANDLE_RESERVE_SHARE;
+    let mut got = 0;
+    let refusal = loop {
+        match c.open_on(id(13, got), "/tmp/f", rw_create()) {
+            Ok(_) => got += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got as usize, MAX_HANDLES - 3 * MAX_HANDLES_PER_CLIENT - reserve);
+    assert!(refusal.contains("Too many open files in system (os error 23"), "{refusal}");
+    // Another client still opens files, up to what the reserve gives one holder.
+    for n in 0..RESERVE_HOLDER_HANDLES as u32 {
+        c.open_on(id(14, n), "/tmp/f", rw_create()).unwrap();
+    }
+    assert!(c.open_on(id(14, 10_000), "/tmp/f", rw_create()).is_err());
+    // And so does the next one.
+    c.open_on(id(15, 0), "/tmp/f", rw_create()).unwrap();
+}
+
+#[test]
+fn one_client_cannot_take_every_long_directory_path() {
+    let mut c = Client::new();
+    c.ok(FsOp::MkdirWith { path: LONG_DIR, mode: None, user: None });
+    let hog = slot_id(20);
+    let mut held = 0;
+    let refusal = loop {
+        let frames = c.call_on(hog + 1 + held, FsOp::OpenDir { path: LONG_DIR });
+        match Client::response(&frames) {
+            Ok(_) => held += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(held as usize, MAX_OPEN_DIRS - MAX_OPEN_DIRS / DIR_RESERVE_SHARE);
+    assert!(refusal.contains("Too many open files in system (os error 23"), "{refusal}");
+    // Its short paths and files are not refused (a long file path just
+    // is not kept: FStat answers an empty path).
+    let short = c.call_on(hog + 1000, FsOp::OpenDir { path: "/tmp" });
+    assert!(Client::response(&short).is_ok());
+    let file = format!("{LONG_DIR}/file");
+    c.open_on(hog + 1001, &file, rw_create()).unwrap();
+    // Others still open long directories, a few each.
+    for other in [21, 22] {
+        for n in 0..RESERVE_HOLDER_DIRS as u32 {
+            let frames = c.call_on(slot_id(other) + 1 + n, FsOp::OpenDir { path: LONG_DIR });
+            assert!(Client::response(&frames).is_ok(), "client {other}, directory {n}");
+        }
+    }
+    // Once the hog leaves, its places are free again.
+    c.host.send(0, &RelayClientDisconnected { id_start: slot_id(20), id_end_exclusive: slot_id(21) - 1 });
+    let frames = c.call_on(slot_id(23) + 1, FsOp::OpenDir { path: LONG_DIR });
+    assert!(Client::response(&frames).is_ok());
 }
 
 #[test]

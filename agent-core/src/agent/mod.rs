@@ -31,8 +31,12 @@
 //!
 //! - Handles: [`MAX_HANDLES_PER_CLIENT`] per relay client (`EMFILE`
 //!   beyond), the lent table (at most [`crate::handles::MAX_HANDLES`]) and
-//!   [`crate::handles::MAX_OPEN_DIRS`] directories in all (`ENFILE`).
-//!   `ReadDir` answers at most [`READ_DIR_BATCH_MAX`] entries.
+//!   [`crate::handles::MAX_OPEN_DIRS`] directories in all (`ENFILE`); the
+//!   last sixteenth of the table and the last eighth of the directory
+//!   places go only to clients holding few
+//!   ([`crate::handles::HANDLE_RESERVE_SHARE`]), so a few clients cannot
+//!   leave the others none. `ReadDir` answers at most
+//!   [`READ_DIR_BATCH_MAX`] entries.
 //!
 //! - Sessions (reads and writes in flight): [`MAX_SESSIONS`] in all. Each
 //!   relay client (the owner of an id's relay slot, [`wire::relay`]) holds
