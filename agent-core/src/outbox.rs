@@ -54,9 +54,9 @@ impl<'b> Outbox<'b> {
         v: u8,
         payload: &P,
     ) -> Result<(), EncodeError> {
-        // The encoder sizes the frame before writing anything, so a frame
-        // that does not fit at the tail costs one sizing pass, then it is
-        // encoded again after compaction if the whole buffer has room.
+        // A frame that does not fit at the tail (the encoder may have
+        // written part of it there, into free space) is encoded again
+        // after compaction if the whole buffer has room.
         // One call site: the encoder is generic, and inlined per payload.
         let n = loop {
             match wire::encode_frame_as(id, flags, v, payload, &mut self.buf[self.tail..]) {

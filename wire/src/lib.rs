@@ -179,13 +179,15 @@ pub fn frame_len<P: Payload + ?Sized>(payload: &P) -> usize {
 }
 
 /// Encodes a frame with the type's own flags and `v` = [`PROTOCOL_GENERATION`].
-/// Returns the frame's size.
+/// Returns the frame's size; on an error (the frame does not fit `out`, or
+/// passes [`MAX_FRAME`]) `out` may hold a partial frame.
 pub fn encode_frame<P: Payload + ?Sized>(id: u32, payload: &P, out: &mut [u8]) -> Result<usize, EncodeError> {
     encode_frame_as(id, P::TYPE.flags(), PROTOCOL_GENERATION, payload, out)
 }
 
 /// Encodes a frame with explicit flags and generation (for relays, tests
-/// and peers that speak another generation). Returns the frame's size.
+/// and peers that speak another generation). Returns the frame's size (on
+/// an error, as [`encode_frame`]).
 pub fn encode_frame_as<P: Payload + ?Sized>(
     id: u32,
     flags: Flags,
