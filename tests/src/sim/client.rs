@@ -133,6 +133,18 @@ struct Conn {
     deadlines: BTreeMap<u32, u64>,
 }
 
+/// A symlink a lost connection left undecided: its call reached the agent,
+/// its answer did not, and space may have run out, so it may or may not
+/// exist until a later connection removes it.
+#[derive(Debug)]
+struct UndecidedLink {
+    path: String,
+    /// Whether the `Remove` was sent on this connection.
+    sent: bool,
+    /// The entry and block it may hold until that `Remove` is answered.
+    reserve: Reservation,
+}
+
 /// A client identity and its current connection.
 #[derive(Debug)]
 pub struct Client {
@@ -147,8 +159,8 @@ pub struct Client {
     /// Writes a lost connection left open, to probe.
     open_writes: Vec<OpenWrite>,
     /// Symlinks a lost connection left undecided (space may have run out),
-    /// to remove; whether the `Remove` was sent on this connection.
-    undecided_links: Vec<(String, bool)>,
+    /// to remove.
+    undecided_links: Vec<UndecidedLink>,
     /// Space the calls of lost connections may still hold in the agent.
     lingering: Reservation,
     next_issue_ns: u64,
@@ -360,8 +372,8 @@ impl Client {
             w.probes_left = 0;
             w.alive = 0b11;
         }
-        for (_, sent) in &mut self.undecided_links {
-            *sent = false;
+        for link in &mut self.undecided_links {
+            link.sent = false;
         }
         self.hang_up = None;
         self.cleanup_id = None;
@@ -409,8 +421,9 @@ impl Client {
             && call.watch.take().is_some_and(|token| shared.space.unwatch(token))
         {
             // It may have run out of space: a later connection removes it.
-            self.undecided_links.push((link.clone(), false));
-            self.lingering = self.lingering.plus(call.reserve);
+            // Until then it may hold its entry and block (not only while
+            // the agent holds sessions, as the lingering space).
+            self.undecided_links.push(UndecidedLink { path: link.clone(), sent: false, reserve: call.reserve });
             return;
         }
         match (&call.role, &call.op) {
@@ -631,8 +644,10 @@ impl Client {
         if self.cleanup_id == Some(id) {
             self.cleaned = true;
         }
-        if let (Role::LinkProbe, Op::Remove(link)) = (&call.role, &call.op) {
-            self.undecided_links.retain(|(l, _)| l != link);
+        if let (Role::LinkProbe, Op::Remove(link)) = (&call.role, &call.op)
+            && let Some(at) = self.undecided_links.iter().position(|u| u.path == *link)
+        {
+            shared.space.release(self.undecided_links.remove(at).reserve);
         }
         shared.completed += 1;
         shared.trace.record(Mark::Finished, self.index as u64, u64::from(id));
@@ -678,9 +693,9 @@ impl Client {
                 self.send_shutdown()
             } else if self.open_writes.iter().any(|w| !w.probing) {
                 self.send_probes(shared)
-            } else if let Some(at) = self.undecided_links.iter().position(|(_, sent)| !sent) {
-                self.undecided_links[at].1 = true;
-                let op = Op::Remove(self.undecided_links[at].0.clone());
+            } else if let Some(at) = self.undecided_links.iter().position(|u| !u.sent) {
+                self.undecided_links[at].sent = true;
+                let op = Op::Remove(self.undecided_links[at].path.clone());
                 self.send_call(op, Role::LinkProbe, Reservation::default(), shared);
                 true
             } else {
