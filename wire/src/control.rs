@@ -3,7 +3,7 @@
 
 use minicbor::encode::Write;
 
-use crate::cbor::{EncodeResult, Encoder, Fail, Reader, Res, key, put_raw, put_text, put_uint};
+use crate::cbor::{EncodeResult, Encoder, Fail, Put, Reader, Res, key};
 use crate::error::{Error, ErrorKind, Layer};
 use crate::message::MessageType;
 use crate::{DecodePayload, Payload};
@@ -63,12 +63,9 @@ impl Payload for InitResolved {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(1)?;
-        put_raw(e, key!("default_user"))?;
-        e.map(2)?;
-        put_raw(e, key!("uid"))?;
-        e.u32(self.default_user.uid)?;
-        put_raw(e, key!("gid"))?;
-        e.u32(self.default_user.gid)?;
+        e.raw(key!("default_user"))?.map(2)?;
+        e.raw(key!("uid"))?.u32(self.default_user.uid)?;
+        e.raw(key!("gid"))?.u32(self.default_user.gid)?;
         Ok(())
     }
 }
@@ -152,15 +149,11 @@ impl Payload for Ready<'_> {
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         let with_version = !self.agent_version.is_empty();
         e.map(if with_version { 4 } else { 3 })?;
-        put_raw(e, key!("boot_time_ns"))?;
-        put_uint(e, self.boot_time_ns)?;
-        put_raw(e, key!("init_time_ns"))?;
-        put_uint(e, self.init_time_ns)?;
-        put_raw(e, key!("ready_time_ns"))?;
-        put_uint(e, self.ready_time_ns)?;
+        e.raw(key!("boot_time_ns"))?.uint(self.boot_time_ns)?;
+        e.raw(key!("init_time_ns"))?.uint(self.init_time_ns)?;
+        e.raw(key!("ready_time_ns"))?.uint(self.ready_time_ns)?;
         if with_version {
-            put_raw(e, key!("agent_version"))?;
-            put_text(e, self.agent_version)?;
+            e.raw(key!("agent_version"))?.text(self.agent_version)?;
         }
         Ok(())
     }
@@ -197,8 +190,7 @@ impl Payload for ClockSync {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(1)?;
-        put_raw(e, key!("unix_time_nanos"))?;
-        put_uint(e, self.unix_time_nanos)?;
+        e.raw(key!("unix_time_nanos"))?.uint(self.unix_time_nanos)?;
         Ok(())
     }
 }
@@ -284,13 +276,10 @@ impl Payload for CoreError<'_> {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(if self.offending_type.is_some() { 3 } else { 2 })?;
-        put_raw(e, key!("kind"))?;
-        put_text(e, self.kind.as_str())?;
-        put_raw(e, key!("message"))?;
-        put_text(e, self.message)?;
+        e.raw(key!("kind"))?.text(self.kind.as_str())?;
+        e.raw(key!("message"))?.text(self.message)?;
         if let Some(t) = self.offending_type {
-            put_raw(e, key!("offending_type"))?;
-            put_text(e, t)?;
+            e.raw(key!("offending_type"))?.text(t)?;
         }
         Ok(())
     }
@@ -351,10 +340,8 @@ impl Payload for RelayClientDisconnected {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(2)?;
-        put_raw(e, key!("id_start"))?;
-        e.u32(self.id_start)?;
-        put_raw(e, key!("id_end_exclusive"))?;
-        e.u32(self.id_end_exclusive)?;
+        e.raw(key!("id_start"))?.u32(self.id_start)?;
+        e.raw(key!("id_end_exclusive"))?.u32(self.id_end_exclusive)?;
         Ok(())
     }
 }
@@ -400,12 +387,9 @@ impl Payload for RelayFlow {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(3)?;
-        put_raw(e, key!("id_start"))?;
-        e.u32(self.id_start)?;
-        put_raw(e, key!("id_end_exclusive"))?;
-        e.u32(self.id_end_exclusive)?;
-        put_raw(e, key!("paused"))?;
-        e.bool(self.paused)?;
+        e.raw(key!("id_start"))?.u32(self.id_start)?;
+        e.raw(key!("id_end_exclusive"))?.u32(self.id_end_exclusive)?;
+        e.raw(key!("paused"))?.bool(self.paused)?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use core::fmt;
 
 use minicbor::encode::Write;
 
-use crate::cbor::{EncodeResult, Encoder, Reader, Remaining, Res, key, put_raw, put_text, put_uint};
+use crate::cbor::{EncodeResult, Encoder, Put, Reader, Remaining, Res, key};
 use crate::control::{decode_with, require};
 use crate::error::{Error, ErrorKind, Layer};
 use crate::message::MessageType;
@@ -62,12 +62,9 @@ impl BulkOffer {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(3)?;
-        put_raw(e, key!("format"))?;
-        e.u8(self.format)?;
-        put_raw(e, key!("max_record_payload"))?;
-        e.u32(self.max_record_payload)?;
-        put_raw(e, key!("guest_to_host_credit_limit"))?;
-        e.u64(self.guest_to_host_credit_limit)?;
+        e.raw(key!("format"))?.u8(self.format)?;
+        e.raw(key!("max_record_payload"))?.u32(self.max_record_payload)?;
+        e.raw(key!("guest_to_host_credit_limit"))?.u64(self.guest_to_host_credit_limit)?;
         Ok(())
     }
 }
@@ -110,17 +107,17 @@ impl FsSetAttrs {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(6)?;
-        put_raw(e, key!("mode"))?;
+        e.raw(key!("mode"))?;
         put_u32(e, self.mode)?;
-        put_raw(e, key!("uid"))?;
+        e.raw(key!("uid"))?;
         put_u32(e, self.uid)?;
-        put_raw(e, key!("gid"))?;
+        e.raw(key!("gid"))?;
         put_u32(e, self.gid)?;
-        put_raw(e, key!("size"))?;
+        e.raw(key!("size"))?;
         put_u64(e, self.size)?;
-        put_raw(e, key!("atime"))?;
+        e.raw(key!("atime"))?;
         put_i64(e, self.atime)?;
-        put_raw(e, key!("mtime"))?;
+        e.raw(key!("mtime"))?;
         put_i64(e, self.mtime)?;
         Ok(())
     }
@@ -172,21 +169,15 @@ impl<'a> FsOpenOptions<'a> {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(8)?;
-        put_raw(e, key!("read"))?;
-        e.bool(self.read)?;
-        put_raw(e, key!("write"))?;
-        e.bool(self.write)?;
-        put_raw(e, key!("append"))?;
-        e.bool(self.append)?;
-        put_raw(e, key!("create"))?;
-        e.bool(self.create)?;
-        put_raw(e, key!("truncate"))?;
-        e.bool(self.truncate)?;
-        put_raw(e, key!("create_new"))?;
-        e.bool(self.create_new)?;
-        put_raw(e, key!("mode"))?;
+        e.raw(key!("read"))?.bool(self.read)?;
+        e.raw(key!("write"))?.bool(self.write)?;
+        e.raw(key!("append"))?.bool(self.append)?;
+        e.raw(key!("create"))?.bool(self.create)?;
+        e.raw(key!("truncate"))?.bool(self.truncate)?;
+        e.raw(key!("create_new"))?.bool(self.create_new)?;
+        e.raw(key!("mode"))?;
         put_u32(e, self.mode)?;
-        put_raw(e, key!("user"))?;
+        e.raw(key!("user"))?;
         put_str(e, self.user)?;
         Ok(())
     }
@@ -390,9 +381,10 @@ fn put_i64<W: Write>(e: &mut Encoder<W>, v: Option<i64>) -> EncodeResult<W> {
 
 fn put_str<W: Write>(e: &mut Encoder<W>, v: Option<&str>) -> EncodeResult<W> {
     match v {
-        Some(v) => put_text(e, v),
-        None => put_raw(e, &[0xf6]),
-    }
+        Some(v) => e.text(v)?,
+        None => e.null()?,
+    };
+    Ok(())
 }
 
 /// Which variant a decoded op body becomes (the shape within it is
@@ -737,8 +729,7 @@ impl<'a> FsOp<'a> {
         // {"<variant>": ...}; variant names are shorter than 24 bytes.
         let name = self.name();
         debug_assert!(name.len() < 24, "a one-byte text head");
-        put_raw(e, &[0xa1, 0x60 | name.len() as u8])?;
-        put_raw(e, name.as_bytes())?;
+        e.raw(&[0xa1, 0x60 | name.len() as u8])?.raw(name.as_bytes())?;
         match *self {
             FsOp::RealPath { path }
             | FsOp::List { path }
@@ -749,97 +740,79 @@ impl<'a> FsOp<'a> {
             | FsOp::OpenDir { path }
             | FsOp::Stat { path, follow_symlink: None }
             | FsOp::RemoveDir { path, recursive: None } => {
-                put_raw(e, b"\xa1\x64path")?;
-                put_text(e, path)?;
+                // {"path": path}
+                e.raw(b"\xa1\x64path")?.text(path)?;
             }
             FsOp::Stat { path, follow_symlink: Some(flag) } => {
                 e.map(2)?;
-                put_raw(e, key!("path"))?;
-                put_text(e, path)?;
-                put_raw(e, key!("follow_symlink"))?;
-                e.bool(flag)?;
+                e.raw(key!("path"))?.text(path)?;
+                e.raw(key!("follow_symlink"))?.bool(flag)?;
             }
             FsOp::RemoveDir { path, recursive: Some(flag) } => {
                 e.map(2)?;
-                put_raw(e, key!("path"))?;
-                put_text(e, path)?;
-                put_raw(e, key!("recursive"))?;
-                e.bool(flag)?;
+                e.raw(key!("path"))?.text(path)?;
+                e.raw(key!("recursive"))?.bool(flag)?;
             }
             FsOp::SetStat { path, follow_symlink, attrs } => {
                 e.map(3)?;
-                put_raw(e, key!("path"))?;
-                put_text(e, path)?;
-                put_raw(e, key!("follow_symlink"))?;
-                e.bool(follow_symlink)?;
-                put_raw(e, key!("attrs"))?;
+                e.raw(key!("path"))?.text(path)?;
+                e.raw(key!("follow_symlink"))?.bool(follow_symlink)?;
+                e.raw(key!("attrs"))?;
                 attrs.encode(e)?;
             }
             FsOp::Symlink { target, link_path, user } => {
                 e.map(3)?;
-                put_raw(e, key!("target"))?;
-                put_text(e, target)?;
-                put_raw(e, key!("link_path"))?;
-                put_text(e, link_path)?;
-                put_raw(e, key!("user"))?;
+                e.raw(key!("target"))?.text(target)?;
+                e.raw(key!("link_path"))?.text(link_path)?;
+                e.raw(key!("user"))?;
                 put_str(e, user)?;
             }
             FsOp::Write { path, mode } => {
                 e.map(2)?;
-                put_raw(e, key!("path"))?;
-                put_text(e, path)?;
-                put_raw(e, key!("mode"))?;
+                e.raw(key!("path"))?.text(path)?;
+                e.raw(key!("mode"))?;
                 put_u32(e, mode)?;
             }
             FsOp::MkdirWith { path, mode, user } => {
                 e.map(3)?;
-                put_raw(e, key!("path"))?;
-                put_text(e, path)?;
-                put_raw(e, key!("mode"))?;
+                e.raw(key!("path"))?.text(path)?;
+                e.raw(key!("mode"))?;
                 put_u32(e, mode)?;
-                put_raw(e, key!("user"))?;
+                e.raw(key!("user"))?;
                 put_str(e, user)?;
             }
             FsOp::Copy { src, dst } | FsOp::Rename { src, dst } => {
                 e.map(2)?;
-                put_raw(e, key!("src"))?;
-                put_text(e, src)?;
-                put_raw(e, key!("dst"))?;
-                put_text(e, dst)?;
+                e.raw(key!("src"))?.text(src)?;
+                e.raw(key!("dst"))?.text(dst)?;
             }
             FsOp::OpenFile { path, options } => {
                 e.map(2)?;
-                put_raw(e, key!("path"))?;
-                put_text(e, path)?;
-                put_raw(e, key!("options"))?;
+                e.raw(key!("path"))?.text(path)?;
+                e.raw(key!("options"))?;
                 options.encode(e)?;
             }
             FsOp::CloseHandle { handle } | FsOp::FStat { handle } => {
                 e.map(1)?;
-                put_raw(e, key!("handle"))?;
-                e.u64(handle)?;
+                e.raw(key!("handle"))?.u64(handle)?;
             }
             FsOp::ReadHandle { handle, offset, len } | FsOp::WriteHandle { handle, offset, len } => {
                 e.map(3)?;
-                put_raw(e, key!("handle"))?;
-                e.u64(handle)?;
-                put_raw(e, key!("offset"))?;
-                e.u64(offset)?;
-                put_raw(e, key!("len"))?;
+                e.raw(key!("handle"))?.u64(handle)?;
+                e.raw(key!("offset"))?.u64(offset)?;
+                e.raw(key!("len"))?;
                 put_u64(e, len)?;
             }
             FsOp::ReadDir { handle, limit } => {
                 e.map(2)?;
-                put_raw(e, key!("handle"))?;
-                e.u64(handle)?;
-                put_raw(e, key!("limit"))?;
+                e.raw(key!("handle"))?.u64(handle)?;
+                e.raw(key!("limit"))?;
                 put_u32(e, limit)?;
             }
             FsOp::FSetStat { handle, attrs } => {
                 e.map(2)?;
-                put_raw(e, key!("handle"))?;
-                e.u64(handle)?;
-                put_raw(e, key!("attrs"))?;
+                e.raw(key!("handle"))?.u64(handle)?;
+                e.raw(key!("attrs"))?;
                 attrs.encode(e)?;
             }
         }
@@ -858,14 +831,14 @@ impl Payload for FsRequest<'_> {
         match &self.bulk {
             None => {
                 // {"op": ...}
-                put_raw(e, REQUEST_OP)?;
+                e.raw(REQUEST_OP)?;
                 self.op.encode(e)
             }
             Some(offer) => {
                 e.map(2)?;
-                put_raw(e, key!("op"))?;
+                e.raw(key!("op"))?;
                 self.op.encode(e)?;
-                put_raw(e, key!("bulk"))?;
+                e.raw(key!("bulk"))?;
                 offer.encode(e)
             }
         }
@@ -919,8 +892,7 @@ impl Payload for FsData<'_> {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(1)?;
-        put_raw(e, key!("data"))?;
-        e.bytes(self.data)?;
+        e.raw(key!("data"))?.bytes(self.data)?;
         Ok(())
     }
 
@@ -1073,24 +1045,18 @@ impl<'a> FsEntryInfo<'a> {
     /// Encodes this entry as a CBOR map (5 or 9 keys, see [`FsEntryInfo::extra`]).
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(if self.extra.is_some() { 9 } else { 5 })?;
-        put_raw(e, key!("path"))?;
-        put_text(e, self.path)?;
-        put_raw(e, key!("kind"))?;
-        put_text(e, self.kind.as_str())?;
-        put_raw(e, key!("size"))?;
-        put_uint(e, self.size)?;
-        put_raw(e, key!("mode"))?;
-        put_uint(e, u64::from(self.mode))?;
-        put_raw(e, key!("modified"))?;
+        e.raw(key!("path"))?.text(self.path)?;
+        e.raw(key!("kind"))?.text(self.kind.as_str())?;
+        e.raw(key!("size"))?.uint(self.size)?;
+        e.raw(key!("mode"))?.uint(u64::from(self.mode))?;
+        e.raw(key!("modified"))?;
         put_i64(e, self.modified)?;
         if let Some(extra) = &self.extra {
-            put_raw(e, key!("uid"))?;
-            put_uint(e, u64::from(extra.uid))?;
-            put_raw(e, key!("gid"))?;
-            put_uint(e, u64::from(extra.gid))?;
-            put_raw(e, key!("atime"))?;
+            e.raw(key!("uid"))?.uint(u64::from(extra.uid))?;
+            e.raw(key!("gid"))?.uint(u64::from(extra.gid))?;
+            e.raw(key!("atime"))?;
             put_i64(e, extra.atime)?;
-            put_raw(e, key!("mtime"))?;
+            e.raw(key!("mtime"))?;
             put_i64(e, extra.mtime)?;
         }
         Ok(())
@@ -1309,27 +1275,25 @@ impl<L: EntrySource> Payload for FsResponse<'_, L> {
 
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncodeResult<W> {
         e.map(3)?;
-        put_raw(e, key!("ok"))?;
-        e.bool(self.ok)?;
-        put_raw(e, key!("error"))?;
+        e.raw(key!("ok"))?.bool(self.ok)?;
+        e.raw(key!("error"))?;
         match self.error {
-            Some(text) => put_text(e, text)?,
-            None => put_raw(e, &[0xf6])?,
-        }
-        put_raw(e, key!("data"))?;
+            Some(text) => e.text(text)?,
+            None => e.null()?,
+        };
+        e.raw(key!("data"))?;
         match &self.data {
             None => {
                 e.null()?;
             }
             Some(FsResponseData::Stat(info)) => {
                 e.map(1)?;
-                put_raw(e, key!("Stat"))?;
+                e.raw(key!("Stat"))?;
                 info.encode(e)?;
             }
             Some(FsResponseData::List(entries)) => {
                 e.map(1)?;
-                put_raw(e, key!("List"))?;
-                e.array(entries.count() as u64)?;
+                e.raw(key!("List"))?.array(entries.count() as u64)?;
                 let mut result = Ok(());
                 entries.for_each_entry(&mut |info| {
                     if result.is_ok() {
@@ -1340,13 +1304,11 @@ impl<L: EntrySource> Payload for FsResponse<'_, L> {
             }
             Some(FsResponseData::Handle(handle)) => {
                 e.map(1)?;
-                put_raw(e, key!("Handle"))?;
-                e.u64(*handle)?;
+                e.raw(key!("Handle"))?.u64(*handle)?;
             }
             Some(FsResponseData::Path(path)) => {
                 e.map(1)?;
-                put_raw(e, key!("Path"))?;
-                put_text(e, path)?;
+                e.raw(key!("Path"))?.text(path)?;
             }
         }
         Ok(())
