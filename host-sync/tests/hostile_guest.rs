@@ -6,6 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::read_frame;
@@ -35,12 +36,22 @@ fn scripted(v: u8, timeout: Duration) -> (Client, UnixStream) {
     (Client::over_guest(host, ready, options).unwrap(), g.join().unwrap())
 }
 
+/// Starts `call` with a clone of `client` on its own thread and reads the
+/// request it sends `guest`: the pending call and that request.
+fn pending_call<T: Send + 'static>(
+    client: &Client,
+    guest: &mut UnixStream,
+    call: impl FnOnce(Client) -> T + Send + 'static,
+) -> (JoinHandle<T>, Vec<u8>) {
+    let c = client.clone();
+    let pending = std::thread::spawn(move || call(c));
+    (pending, read_frame(guest))
+}
+
 #[test]
 fn an_oversized_frame_ends_the_connection_with_a_protocol_error() {
     let (client, mut guest) = scripted(5, Duration::from_secs(5));
-    let c = client.clone();
-    let pending = std::thread::spawn(move || c.fs().stat("/"));
-    let _request = read_frame(&mut guest);
+    let (pending, _request) = pending_call(&client, &mut guest, |c| c.fs().stat("/"));
     guest.write_all(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
     let start = Instant::now();
     let result = pending.join().unwrap();
@@ -53,9 +64,7 @@ fn an_oversized_frame_ends_the_connection_with_a_protocol_error() {
 #[test]
 fn an_undecodable_answer_is_a_protocol_error_and_the_connection_goes_on() {
     let (client, mut guest) = scripted(5, Duration::from_secs(5));
-    let c = client.clone();
-    let pending = std::thread::spawn(move || c.fs().stat("/"));
-    let request = read_frame(&mut guest);
+    let (pending, request) = pending_call(&client, &mut guest, |c| c.fs().stat("/"));
     // A terminal frame whose body is not CBOR.
     let mut bad = vec![0, 0, 0, 8];
     bad.extend_from_slice(&id_of(&request).to_be_bytes());
@@ -68,9 +77,7 @@ fn an_undecodable_answer_is_a_protocol_error_and_the_connection_goes_on() {
 #[test]
 fn a_core_error_answer_is_a_typed_guest_error() {
     let (client, mut guest) = scripted(5, Duration::from_secs(5));
-    let c = client.clone();
-    let pending = std::thread::spawn(move || c.fs().mkdir("/x"));
-    let request = read_frame(&mut guest);
+    let (pending, request) = pending_call(&client, &mut guest, |c| c.fs().mkdir("/x"));
     let error = CoreError { kind: CoreErrorKind::InvalidPayload, message: "no", offending_type: None };
     guest.write_all(&frame(id_of(&request), &error)).unwrap();
     match pending.join().unwrap() {
@@ -90,9 +97,7 @@ fn a_silent_guest_times_calls_out() {
 #[test]
 fn a_flood_of_stray_frames_is_dropped_and_real_answers_still_arrive() {
     let (client, mut guest) = scripted(5, Duration::from_secs(10));
-    let c = client.clone();
-    let pending = std::thread::spawn(move || c.fs().read("/f"));
-    let request = read_frame(&mut guest);
+    let (pending, request) = pending_call(&client, &mut guest, |c| c.fs().read("/f"));
     let id = id_of(&request);
     // 200 MiB of data for ids nobody asked for: far more than any buffer.
     let junk = vec![0u8; 1 << 20];
@@ -109,9 +114,7 @@ fn a_flood_of_stray_frames_is_dropped_and_real_answers_still_arrive() {
 fn a_newer_guest_gets_core_ping() {
     let (client, mut guest) = scripted(10, Duration::from_secs(5));
     assert_eq!(client.generation(), 6);
-    let c = client.clone();
-    let pending = std::thread::spawn(move || c.ping());
-    let request = read_frame(&mut guest);
+    let (pending, request) = pending_call(&client, &mut guest, |c| c.ping());
     let m = wire::Message::decode_bytes(&request).unwrap();
     assert_eq!(m.message_type(), wire::MessageType::Ping);
     guest.write_all(&frame(id_of(&request), &Pong)).unwrap();
@@ -121,9 +124,7 @@ fn a_newer_guest_gets_core_ping() {
 #[test]
 fn a_guest_that_hangs_up_fails_pending_calls_at_once() {
     let (client, mut guest) = scripted(5, Duration::from_secs(30));
-    let c = client.clone();
-    let pending = std::thread::spawn(move || c.fs().read("/f"));
-    let _request = read_frame(&mut guest);
+    let (pending, _request) = pending_call(&client, &mut guest, |c| c.fs().read("/f"));
     let start = Instant::now();
     drop(guest);
     assert!(matches!(pending.join().unwrap(), Err(Error::Disconnected(_))));
@@ -136,9 +137,7 @@ fn data_frames_on_a_call_that_takes_none_end_it_at_once() {
     // (and its caller) waiting: the frame ends the call as a protocol
     // error, and the real answer that follows is dropped as a stray.
     let (client, mut guest) = scripted(5, Duration::from_secs(30));
-    let c = client.clone();
-    let pending = std::thread::spawn(move || c.fs().stat("/"));
-    let request = read_frame(&mut guest);
+    let (pending, request) = pending_call(&client, &mut guest, |c| c.fs().stat("/"));
     let id = id_of(&request);
     let start = Instant::now();
     guest.write_all(&frame(id, &FsData { data: b"not a stat answer" })).unwrap();
