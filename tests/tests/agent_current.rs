@@ -399,6 +399,11 @@ fn one_client_cannot_take_every_long_directory_path() {
     c.host.send(0, &RelayClientDisconnected { id_start: slot_id(20), id_end_exclusive: slot_id(21) - 1 });
     let frames = c.call_on(slot_id(23) + 1, FsOp::OpenDir { path: LONG_DIR });
     assert!(Client::response(&frames).is_ok());
+    // A new client in the hog's freed slot starts from nothing held: it
+    // gets places again, and the hog's old handle numbers are not its own.
+    let frames = c.call_on(hog + 2000, FsOp::OpenDir { path: LONG_DIR });
+    assert!(Client::response(&frames).is_ok());
+    assert_eq!(c.host.agent.open_handles_of(hog), 1);
 }
 
 #[test]

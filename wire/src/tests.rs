@@ -223,6 +223,29 @@ fn canonical_fast_paths_decode_as_the_general_decoder() {
     assert_eq!(FsRequest::decode(&copy).unwrap_err().kind, ErrorKind::MissingField);
 }
 
+#[test]
+fn a_path_claiming_more_bytes_than_the_frame_holds_is_refused_as_by_the_general_decoder() {
+    // {"op": {"Stat": {"path": <text head claiming far more than follows> "/a"}}}:
+    // the fast path must neither read past the input nor accept it, and
+    // the error is the general decoder's (the same body in an indefinite map).
+    let heads: [&[u8]; 4] =
+        [&[0x78, 0xff], &[0x79, 0xff, 0xff], &[0x7a, 0xff, 0xff, 0xff, 0xff], &[0x7b, 0xff, 0, 0, 0, 0, 0, 0, 0]];
+    for head in heads {
+        let request = |map_head: u8, end: &[u8]| {
+            let mut p = vec![0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'S', b't', b'a', b't', map_head];
+            p.extend_from_slice(&[0x64, b'p', b'a', b't', b'h']);
+            p.extend_from_slice(head);
+            p.extend_from_slice(b"/a");
+            p.extend_from_slice(end);
+            p
+        };
+        let (canonical, general) = (request(0xa1, &[]), request(0xbf, &[0xff]));
+        let fast = FsRequest::decode(&canonical).unwrap_err();
+        let slow = FsRequest::decode(&general).unwrap_err();
+        assert_eq!(fast.kind, slow.kind, "head {head:02x?}");
+    }
+}
+
 /// `{"op": {"Stat": {"path": "/a", "x": <value>}}}` with an unknown field.
 fn stat_with_unknown(value: &[u8]) -> Vec<u8> {
     let mut p = vec![0xa1, 0x62, b'o', b'p', 0xa1, 0x64, b'S', b't', b'a', b't', 0xa2];
